@@ -1,0 +1,59 @@
+# icalign — convenience wrapper around CMake. `make demo` and `make test` are
+# the two-command quick start; everything else is for developers.
+SHARED ?= $(abspath ../shared)
+JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
+CMAKE_FLAGS ?=
+MODEL  ?=
+PROMPT ?= Once upon a time
+ICALIGN = build/icalign
+
+.PHONY: all build test test-fast test-asan demo bench fuzz clang format format-check clean
+
+all: build
+
+build:
+	@cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DICALIGN_SHARED_DIR=$(SHARED) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build -j $(JOBS)
+
+# gcc -Werror build + tests, then the same unit tests under ASan+UBSan.
+test: test-fast test-asan
+
+test-fast: build
+	cd build && ctest --output-on-failure -j $(JOBS)
+
+test-asan:
+	@cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DICALIGN_SANITIZE=ON \
+	    -DCMAKE_C_FLAGS_DEBUG="-O1 -g" -DICALIGN_SHARED_DIR=$(SHARED) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-asan -j $(JOBS)
+	cd build-asan && ctest --output-on-failure -j $(JOBS)
+
+# Until the alignment commands land, the demo generates from a base model:
+# MODEL=path.gguf (default: the stories260K fixture when ../shared is present).
+demo: build
+	@sh tools/demo.sh "$(ICALIGN)" "$(MODEL)" "$(SHARED)" "$(PROMPT)"
+
+bench: build
+	@sh tools/bench.sh "$(ICALIGN)" "$(SHARED)"
+
+# clang -Werror build (CI checks both compilers).
+clang:
+	@cmake -S . -B build-clang -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Release \
+	    -DICALIGN_SHARED_DIR=$(SHARED) $(CMAKE_FLAGS) >/dev/null
+	@cmake --build build-clang -j $(JOBS)
+
+# libFuzzer targets, each run for FUZZ_SECONDS over its seed corpus.
+FUZZ_SECONDS ?= 20
+fuzz:
+	@cmake -S . -B build-fuzz -DCMAKE_C_COMPILER=clang -DCMAKE_BUILD_TYPE=Debug \
+	    -DCMAKE_C_FLAGS_DEBUG="-O1 -g" -DICALIGN_FUZZ=ON -DICALIGN_TESTS=OFF >/dev/null
+	@cmake --build build-fuzz -j $(JOBS)
+	@sh tools/fuzz.sh build-fuzz "$(SHARED)" $(FUZZ_SECONDS)
+
+format:
+	clang-format -i $$(git ls-files '*.c' '*.h')
+
+format-check:
+	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
+
+clean:
+	rm -rf build build-asan build-clang build-fuzz

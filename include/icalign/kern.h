@@ -1,0 +1,47 @@
+/* Tensor arithmetic: conversion between F32 and every storage type, and the
+ * dot products the forward pass is made of.
+ *
+ * Exactness rule (see ../shared/fixtures/README.md): before a matrix product
+ * with weights of type T, llama.cpp rounds the activations to T's vec_dot
+ * type (F16 -> F16, BF16 -> BF16, Q4_0/Q5_0/Q8_0/IQ4_NL -> Q8_0,
+ * Q4_1/Q5_1 -> Q8_1, K-quants and IQ4_XS -> Q8_K, F32 -> F32). The kernels
+ * here reproduce that rounding and the integer arithmetic of ggml's
+ * reference kernels; SIMD variants slot in beside the reference through the
+ * traits table and must agree with it. */
+#ifndef ICALIGN_KERN_H
+#define ICALIGN_KERN_H
+
+#include "icalign/common.h"
+#include "icalign/dtype.h"
+
+#include <stdint.h>
+
+/* Dequantizes k elements (k multiple of the block size) of x to y. */
+typedef void (*kern_to_float_fn)(const void *x, float *y, int64_t k);
+/* Quantizes k elements of x into y (k multiple of the block size). */
+typedef void (*kern_from_float_fn)(const float *x, void *y, int64_t k);
+/* *s = dot(x, y) over n elements; x is the weight type, y its vec_dot_type. */
+typedef void (*kern_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
+
+struct kern_traits {
+    uint32_t type;               /* enum ica_dtype */
+    uint32_t vec_dot_type;       /* type activations are rounded to */
+    kern_to_float_fn to_float;   /* NULL for activation-only types */
+    kern_from_float_fn from_float; /* quantizer (for weights: a simple one) */
+    kern_vec_dot_fn vec_dot;     /* NULL for activation-only types */
+};
+
+/* Traits of the current kernel level for type t, or NULL if t has no kernels. */
+ICA_API const struct kern_traits *kern_get_traits(uint32_t t);
+
+/* Scalar reference traits (always available; tests compare against them). */
+ICA_API const struct kern_traits *kern_get_traits_ref(uint32_t t);
+
+/* fp16 / bf16 scalar conversions with ggml's rounding (round to nearest
+ * even; bf16 keeps NaN quiet). */
+ICA_API float kern_f16_to_f32(uint16_t h);
+ICA_API uint16_t kern_f32_to_f16(float f);
+ICA_API float kern_bf16_to_f32(uint16_t h);
+ICA_API uint16_t kern_f32_to_bf16(float f);
+
+#endif
