@@ -20,6 +20,8 @@ int cmd_generate(int argc, char **argv);
 int cmd_tokenize(int argc, char **argv);
 int cmd_detokenize(int argc, char **argv);
 int cmd_score(int argc, char **argv);
+int cmd_prompt(int argc, char **argv);
+int cmd_demos(int argc, char **argv);
 
 /* Prints "icalign: <msg>\n" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
