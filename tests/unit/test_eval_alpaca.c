@@ -144,7 +144,7 @@ static void test_prompt(void **state) {
     assert_non_null(tmpl);
     char *sys, *user;
     struct ica_error e;
-    /* an output that contains a later placeholder gets it replaced (make_prompts order) */
+    /* a later placeholder inside an inserted value is the one replaced (make_prompts order) */
     assert_int_equal(
         eval_ae_render_prompt(tmpl, "Say {output_2}", "first", "second", &sys, &user, &e), 0);
     assert_string_equal(sys, "You are a highly efficient assistant, who evaluates and selects the "
