@@ -10,8 +10,8 @@
 #include <stdint.h>
 
 #if defined(__GNUC__)
-#define ICA_API __attribute__((visibility("default")))
-#define ICA_WUR __attribute__((warn_unused_result))
+#define ICA_API          __attribute__((visibility("default")))
+#define ICA_WUR          __attribute__((warn_unused_result))
 #define ICA_PRINTF(a, b) __attribute__((format(printf, a, b)))
 #else
 #define ICA_API

@@ -36,9 +36,9 @@ enum ica_dtype {
 };
 
 struct ica_dtype_info {
-    const char *name;  /* "Q4_K", ... */
-    int64_t blck;      /* elements per block (1 for plain types) */
-    size_t type_size;  /* bytes per block */
+    const char *name; /* "Q4_K", ... */
+    int64_t blck;     /* elements per block (1 for plain types) */
+    size_t type_size; /* bytes per block */
 };
 
 /* Layout of type id t, or NULL when t is not a type this build knows the

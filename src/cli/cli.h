@@ -35,4 +35,41 @@ int32_t *cli_parse_ids(const char *s, size_t *n);
 bool cli_parse_int(const char *opt, const char *s, long min, long max, long *out);
 bool cli_parse_float(const char *opt, const char *s, double min, double max, double *out);
 
+/* ---- local model options (-m, -c, --kv-type, --batch, -t) ---- */
+#include "icalign/model.h"
+#include "icalign/tok.h"
+
+enum { CLI_OPT_KV_TYPE = 1000, CLI_OPT_BATCH };
+#define CLI_MODEL_LONGOPTS                                                                         \
+    {"model", required_argument, 0, 'm'}, {"ctx", required_argument, 0, 'c'},                      \
+        {"kv-type", required_argument, 0, CLI_OPT_KV_TYPE},                                        \
+        {"batch", required_argument, 0, CLI_OPT_BATCH}, {                                          \
+        "threads", required_argument, 0, 't'                                                       \
+    }
+#define CLI_MODEL_SHORTOPTS "m:c:t:"
+
+struct cli_model_opts {
+    const char *path;
+    uint32_t n_ctx, n_batch, kv_type;
+    int n_threads;
+    struct model *model;
+    struct tok_vocab *vocab; /* NULL when the file has no usable tokenizer */
+    struct model_ctx *ctx;
+};
+
+void cli_model_opts_init(struct cli_model_opts *o);
+const char *cli_model_opts_help(void);
+/* Handles one getopt result; 1 = consumed, 0 = not a model option, -1 = bad value. */
+int cli_model_opts_parse(struct cli_model_opts *o, int ch, const char *arg);
+/* Loads model and tokenizer; prints the error and returns an exit code (0 = ok). */
+int cli_model_open(struct cli_model_opts *o, const char *cmd);
+/* Creates the context: -c if given (error if smaller than min_ctx), else the
+ * training context capped at 4096, raised to min_ctx. Exit code as above. */
+int cli_model_new_ctx(struct cli_model_opts *o, const char *cmd, uint32_t min_ctx);
+void cli_model_close(struct cli_model_opts *o);
+/* Prompt ids from --ids or from text through the tokenizer (BOS per the
+ * vocabulary unless no_bos). malloc'd; NULL after printing an error. */
+int32_t *cli_prompt_ids(struct cli_model_opts *o, const char *text, const char *ids, bool no_bos,
+                        bool special, size_t *n);
+
 #endif
