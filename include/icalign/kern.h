@@ -24,11 +24,13 @@ typedef void (*kern_from_float_fn)(const float *x, void *y, int64_t k);
 typedef void (*kern_vec_dot_fn)(int64_t n, float *s, const void *x, const void *y);
 
 struct kern_traits {
-    uint32_t type;               /* enum ica_dtype */
-    uint32_t vec_dot_type;       /* type activations are rounded to */
-    kern_to_float_fn to_float;   /* NULL for activation-only types */
-    kern_from_float_fn from_float; /* quantizer (for weights: a simple one) */
-    kern_vec_dot_fn vec_dot;     /* NULL for activation-only types */
+    uint32_t type;                 /* enum ica_dtype */
+    uint32_t vec_dot_type;         /* type activations are rounded to */
+    kern_to_float_fn to_float;     /* dequantizer (present for every type with traits) */
+    kern_from_float_fn from_float; /* quantizer: bit-exact llama.cpp x86 rounding for the
+                                      activation types (F16, BF16, Q8_0, Q8_1, Q8_K); a simple
+                                      valid quantizer for the other weight types */
+    kern_vec_dot_fn vec_dot;       /* NULL for activation-only types (Q8_1, Q8_K) */
 };
 
 /* Traits of the current kernel level for type t, or NULL if t has no kernels. */
@@ -43,5 +45,20 @@ ICA_API float kern_f16_to_f32(uint16_t h);
 ICA_API uint16_t kern_f32_to_f16(float f);
 ICA_API float kern_bf16_to_f32(uint16_t h);
 ICA_API uint16_t kern_f32_to_bf16(float f);
+
+/* Scratch bytes kern_matmul_ref needs for n_tok activation rows of n_cols
+ * (0 when the weight's vec_dot type is F32; 0 also for unsupported types or
+ * n_cols not a multiple of the vec_dot type's block size). */
+ICA_API size_t kern_matmul_scratch_size(uint32_t wtype, int64_t n_cols, int64_t n_tok);
+
+/* y[t*n_rows + r] = vec_dot(row r of w, x_t rounded to the vec_dot type) for
+ * t < n_tok, r < n_rows. w holds n_rows rows of n_cols elements of type wtype
+ * (rows contiguous, ica_dtype_row_size bytes each); x holds n_tok rows of
+ * n_cols floats. Each x_t is quantized once into scratch (at least
+ * kern_matmul_scratch_size bytes, 4-byte aligned; may be NULL when that size
+ * is 0). Uses the scalar reference kernels. wtype must have traits and n_cols
+ * must be a multiple of its block size (checked by the caller). */
+ICA_API void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
+                             const float *x, int64_t n_tok, float *y, void *scratch);
 
 #endif
