@@ -125,6 +125,8 @@ struct eval_mt_score {
     double cat[EVAL_MT_NCAT]; /* mean over both turns; NaN when no rows */
     size_t n_cat[EVAL_MT_NCAT];
     size_t n_rows, n_failed, n_duplicates;
+    double *scores; /* the kept scores of both turns in file order (owned), for bootstrap CIs */
+    size_t n_scores;
 };
 
 struct eval_mt_scores {

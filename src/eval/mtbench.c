@@ -436,8 +436,10 @@ const char *eval_mt_semantics_name(enum eval_mt_semantics s) {
 void eval_mt_scores_free(struct eval_mt_scores *s) {
     if (!s)
         return;
-    for (size_t i = 0; i < s->n; i++)
+    for (size_t i = 0; i < s->n; i++) {
         free(s->m[i].model);
+        free(s->m[i].scores);
+    }
     free(s->m);
     free(s);
 }
@@ -457,6 +459,14 @@ static int cmp_key(const void *a, const void *b) {
     if (x->r->question_id != y->r->question_id)
         return x->r->question_id < y->r->question_id ? -1 : 1;
     return x->idx < y->idx ? -1 : (x->idx > y->idx);
+}
+
+/* qsort has no context argument: the rows being ordered, per thread */
+static _Thread_local const struct rowref *g_sort_base;
+
+static int cmp_file_order(const void *a, const void *b) {
+    size_t x = g_sort_base[*(const size_t *)a].idx, y = g_sort_base[*(const size_t *)b].idx;
+    return x < y ? -1 : (x > y);
 }
 
 static int builtin_cat(int qid, void *ctx) {
@@ -513,7 +523,8 @@ int eval_mt_aggregate(const struct eval_mt_judgments *j, enum eval_mt_semantics 
         size_t cnt = b - a;
         unsigned char *keep = calloc(cnt, 1);
         size_t *order = calloc(cnt, sizeof *order);
-        if (!keep || !order) {
+        m->scores = malloc(cnt * sizeof *m->scores);
+        if (!keep || !order || !m->scores) {
             free(keep);
             free(order);
             free(rr);
@@ -536,23 +547,18 @@ int eval_mt_aggregate(const struct eval_mt_judgments *j, enum eval_mt_semantics 
                 k = 0;
             keep[i - a] = (unsigned char)k;
         }
-        /* restore file order for summation */
+        /* restore file order for summation: sort (file index, position) pairs */
         for (size_t i = 0; i < cnt; i++)
             order[i] = i;
-        for (size_t i = 1; i < cnt; i++) { /* insertion sort by idx (cnt is small) */
-            size_t v = order[i], q = i;
-            while (q > 0 && rr[a + order[q - 1]].idx > rr[a + v].idx) {
-                order[q] = order[q - 1];
-                q--;
-            }
-            order[q] = v;
-        }
+        g_sort_base = rr + a;
+        qsort(order, cnt, sizeof *order, cmp_file_order);
         double cs[EVAL_MT_NCAT] = {0};
         for (size_t q = 0; q < cnt; q++) {
             size_t i = order[q];
             if (!keep[i])
                 continue;
             const struct eval_mt_judgment *r = rr[a + i].r;
+            m->scores[m->n_scores++] = r->score;
             if (r->turn == 1) {
                 m->sum1 += r->score;
                 m->n_turn1++;
