@@ -44,14 +44,15 @@ struct gguf_str {
 };
 
 /* One metadata value. For arrays, elem_type/n describe the array; elements
- * are read with gguf_arr_*(). */
+ * are read with gguf_arr_*() (the reader keeps private lookup data in v.s
+ * of an array value, so pass values as the reader returned them). */
 struct gguf_value {
     enum gguf_vtype type;
     union {
-        uint64_t u;  /* UINT8/16/32/64 */
-        int64_t i;   /* INT8/16/32/64 */
-        double f;    /* FLOAT32/64 (FLOAT32 widened exactly) */
-        bool b;      /* BOOL */
+        uint64_t u; /* UINT8/16/32/64 */
+        int64_t i;  /* INT8/16/32/64 */
+        double f;   /* FLOAT32/64 (FLOAT32 widened exactly) */
+        bool b;     /* BOOL */
         struct gguf_str s;
     } v;
     enum gguf_vtype elem_type; /* ARRAY only */
@@ -59,13 +60,13 @@ struct gguf_value {
 };
 
 struct gguf_tensor {
-    const char *name;    /* NUL-terminated, owned by the gguf_file */
-    uint32_t n_dims;     /* 1..4 */
-    int64_t ne[4];       /* elements per dim, ne[0] contiguous; unused dims = 1 */
-    uint32_t type;       /* enum ica_dtype id */
-    uint64_t offset;     /* relative to the data section */
-    const void *data;    /* borrowed from the mapping */
-    size_t nbytes;       /* bytes of data */
+    const char *name; /* NUL-terminated, owned by the gguf_file */
+    uint32_t n_dims;  /* 1..4 */
+    int64_t ne[4];    /* elements per dim, ne[0] contiguous; unused dims = 1 */
+    uint32_t type;    /* enum ica_dtype id */
+    uint64_t offset;  /* relative to the data section */
+    const void *data; /* borrowed from the mapping */
+    size_t nbytes;    /* bytes of data */
 };
 
 struct gguf_file;
@@ -86,6 +87,9 @@ ICA_API uint32_t gguf_version(const struct gguf_file *f);
 ICA_API uint64_t gguf_alignment(const struct gguf_file *f);
 ICA_API uint64_t gguf_file_size(const struct gguf_file *f);
 ICA_API const char *gguf_path(const struct gguf_file *f);
+/* File offset where the tensor data section starts (tensor offsets are
+ * relative to it): the end of the tensor infos rounded up to the alignment. */
+ICA_API uint64_t gguf_data_offset(const struct gguf_file *f);
 
 /* Metadata. Keys are indexed 0..n_kv-1. */
 ICA_API int64_t gguf_n_kv(const struct gguf_file *f);
@@ -147,8 +151,8 @@ ICA_API int gguf_writer_set_str(struct gguf_writer *w, const char *key, const ch
 /* Numeric array of n elements of elem_type (packed, host little-endian). */
 ICA_API int gguf_writer_set_arr(struct gguf_writer *w, const char *key, enum gguf_vtype elem_type,
                                 const void *data, uint64_t n);
-ICA_API int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key,
-                                    const char *const *strs, uint64_t n);
+ICA_API int gguf_writer_set_arr_str(struct gguf_writer *w, const char *key, const char *const *strs,
+                                    uint64_t n);
 /* Any value, including nested arrays, as raw already-encoded value bytes
  * (used by tests to write unusual files). */
 ICA_API int gguf_writer_set_raw(struct gguf_writer *w, const char *key, enum gguf_vtype type,
@@ -158,6 +162,11 @@ ICA_API int gguf_writer_set_raw(struct gguf_writer *w, const char *key, enum ggu
 ICA_API int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type,
                                    uint32_t n_dims, const int64_t *ne, const void *data,
                                    size_t nbytes);
+/* Same, but borrows data instead of copying it: it must stay valid until
+ * gguf_writer_write() returns (saves a copy of multi-GB synthetic models). */
+ICA_API int gguf_writer_add_tensor_ref(struct gguf_writer *w, const char *name, uint32_t type,
+                                       uint32_t n_dims, const int64_t *ne, const void *data,
+                                       size_t nbytes);
 /* Writes version-3 GGUF (alignment from general.alignment if set, else 32). */
 ICA_API int gguf_writer_write(struct gguf_writer *w, const char *path, struct ica_error *err);
 
