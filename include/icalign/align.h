@@ -126,8 +126,8 @@ ICA_API uint64_t align_rng_below(struct align_rng *r, uint64_t n);
 ICA_API int align_pool_select_ids(const struct align_set *pool, const char *const *ids, size_t n,
                                   struct align_set **out, struct ica_error *e) ICA_WUR;
 /* n demos drawn uniformly without replacement (partial Fisher-Yates over the pool order, seeded
- * align_rng), in draw order. Demos whose query also appears in exclude (may be NULL) are never
- * drawn. Asking for more demos than available is an error. */
+ * align_rng), in draw order. Only demos with an answer are drawn, and never one whose query also
+ * appears in exclude (may be NULL). Asking for more demos than available is an error. */
 ICA_API int align_pool_select_random(const struct align_set *pool, size_t n, uint64_t seed,
                                      const struct align_set *exclude, struct align_set **out,
                                      struct ica_error *e) ICA_WUR;

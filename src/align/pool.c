@@ -244,14 +244,14 @@ static bool excluded(const struct align_set *ex, const struct align_demo *d) {
     return false;
 }
 
-/* Indices of the pool demos not excluded; *m receives their count. */
+/* Indices of the pool demos that have an answer and are not excluded; *m: their count. */
 static size_t *candidates(const struct align_set *pool, const struct align_set *ex, size_t *m) {
     size_t *idx = malloc((pool->n ? pool->n : 1) * sizeof *idx);
     if (!idx)
         return NULL;
     *m = 0;
     for (size_t i = 0; i < pool->n; i++)
-        if (!excluded(ex, &pool->demos[i]))
+        if (pool->demos[i].answer && !excluded(ex, &pool->demos[i]))
             idx[(*m)++] = i;
     return idx;
 }
