@@ -66,7 +66,6 @@ int cli_model_open(struct cli_model_opts *o, const char *cmd) {
         cli_error("%s", err.msg);
         return 1;
     }
-    const struct model_hparams *hp = model_get_hparams(o->model);
     if (tok_vocab_from_gguf(model_gguf(o->model), &o->vocab, &err) != ICA_OK) {
         /* A model without a usable tokenizer can still run on ids. */
         fprintf(stderr, "icalign: warning: no tokenizer: %s\n", err.msg);
