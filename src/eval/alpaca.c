@@ -148,8 +148,7 @@ double eval_ae_preference(const struct eval_logprob *top, size_t n, bool is_swit
     for (size_t i = 0; i < n; i++) {
         if (!top[i].token)
             continue;
-        /* the first entry of a token wins, as a dict built from the list would keep the last;
-         * top_logprobs never repeats a token */
+        /* a later entry of the same token wins, as in the dict alpaca_eval builds */
         if (!strcmp(top[i].token, "m")) {
             lm = top[i].logprob;
             have = 1;
