@@ -281,7 +281,7 @@ static int block_error(const char *t, size_t n, size_t off, const char *name, st
             return ica_seterr(e, ICA_ERR_FORMAT,
                               "%s:%zu: '# Query:' is not followed by a line with the ``` fence",
                               name, align_line_of(t, i));
-        if (starts(t, n, i, "# Answer:") && !starts(t, n, i, A_OPEN + 1) &&
+        if (starts(t, n, i, "# Answer:") && !starts(t, n, i, &A_OPEN[1]) &&
             (i + 9 >= n || t[i + 9] == '\n' || t[i + 9] == ' '))
             return ica_seterr(e, ICA_ERR_FORMAT,
                               "%s:%zu: '# Answer:' is not followed by a line with the ``` fence",
