@@ -68,7 +68,7 @@ static int parse_line(struct align_set *s, const char *line, size_t len, const c
         }
     int rc = ICA_OK;
     const char *q, *a, *src, *id;
-    bool pq, pa, ps, pid;
+    bool pq, pa, ps;
     char idbuf[64];
     if (!json_object_is_type(o, json_type_object)) {
         rc = ica_seterr(e, ICA_ERR_FORMAT, "%s:%zu: expected a JSON object", name, lineno);
@@ -111,7 +111,6 @@ static int parse_line(struct align_set *s, const char *line, size_t len, const c
                 goto done;
             }
         }
-        (void)pid;
         if (!id) {
             snprintf(idbuf, sizeof idbuf, "%zu", lineno);
             id = idbuf;

@@ -658,7 +658,7 @@ static void test_spec_pool(void **st) {
     }
     assert_int_equal(ones, 1);
     assert_int_equal(threes, 1);
-    /* a pool-based set gets the default header */
+    /* a pool-based set has the default header */
     struct align_set *d = NULL;
     assert_int_equal(align_spec_load("default", &d, NULL), ICA_OK);
     assert_string_equal(align_set_header(a), align_set_header(d));
