@@ -9,7 +9,12 @@ for f in "$bdir"/fuzz_*; do
   corpus="$bdir/corpus-$name"
   mkdir -p "$corpus"
   case "$name" in
-    fuzz_gguf*|fuzz_tok*)
+    fuzz_tok*)
+      export ICALIGN_SHARED="$shared"
+      [ -d "$shared/fixtures" ] && for g in "$shared"/fixtures/tokenizer/*.tokens.jsonl \
+          "$shared"/data/urial/tml-epfl_icl-alignment/urial_prompts/urial.txt; do
+        [ -f "$g" ] && head -c 4096 "$g" > "$corpus/$(basename "$g")" ; done ;;
+    fuzz_gguf*)
       [ -d "$shared/fixtures" ] && for g in "$shared"/fixtures/random/rand-llama-q4_0.gguf \
           "$shared"/fixtures/stories260K/stories260K.gguf; do
         [ -f "$g" ] && cp "$g" "$corpus/" ; done ;;

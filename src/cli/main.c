@@ -14,6 +14,8 @@ static const struct cli_cmd g_cmds[] = {
     {"info", "show a GGUF model's architecture, dimensions and tensor types", cmd_info},
     {"logits", "evaluate tokens and write every position's logits (float32)", cmd_logits},
     {"generate", "complete a prompt with a base model", cmd_generate},
+    {"tokenize", "text to token ids with the model's tokenizer, as llama.cpp", cmd_tokenize},
+    {"detokenize", "token ids back to text", cmd_detokenize},
     {"prompt", "print the exact URIAL prompt for a query or conversation", cmd_prompt},
     {"demos", "show, compose and transform demonstration sets (ablations)", cmd_demos},
     {"score", "MT-Bench averages and AlpacaEval (LC) win rates from judge outputs", cmd_score},
