@@ -20,6 +20,11 @@ struct gen_params {
     const char *const *stop; /* stop strings (text is cut before the first match) */
     uint32_t n_stop;
     bool ignore_eos; /* keep going past end-of-generation tokens */
+    /* Tokens already in the context that belong to this prompt (a cached
+     * prefix): they count for the repetition penalty like the prompt. */
+    const int32_t *context_ids;
+    uint32_t n_context_ids;
+    uint32_t top_logprobs; /* > 0: keep the top alternatives of the first token */
 };
 
 ICA_API struct gen_params gen_default_params(void); /* greedy, 128 tokens, no stops */
@@ -34,6 +39,9 @@ struct gen_result {
     enum gen_stop_reason reason;
     uint32_t n_prompt;
     double t_prompt_s, t_gen_s; /* wall time of prompt processing and generation */
+    int32_t *top_ids;           /* first step: top_logprobs best ids (raw log-softmax) */
+    float *top_logprobs;
+    uint32_t n_top;
 };
 
 /* Called with each piece of text that is final (no longer able to start a

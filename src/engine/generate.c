@@ -1,5 +1,6 @@
 #include "icalign/engine.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -17,6 +18,8 @@ void gen_result_free(struct gen_result *r) {
         return;
     free(r->ids);
     free(r->text);
+    free(r->top_ids);
+    free(r->top_logprobs);
     memset(r, 0, sizeof *r);
 }
 
@@ -76,6 +79,39 @@ static int append(char **buf, size_t *len, size_t *cap, const char *p, size_t n)
     return ICA_OK;
 }
 
+/* The k most likely ids of the raw distribution with their log-probabilities
+ * (log-softmax in double; ties to the lower id). */
+static int top_logprobs(struct gen_result *res, const float *logits, uint32_t V, uint32_t k,
+                        struct ica_error *err) {
+    if (k > V)
+        k = V;
+    res->top_ids = malloc(k * sizeof *res->top_ids);
+    res->top_logprobs = malloc(k * sizeof *res->top_logprobs);
+    if (!res->top_ids || !res->top_logprobs)
+        return ica_seterr(err, ICA_ERR_NOMEM, "out of memory");
+    float mx = logits[0];
+    for (uint32_t i = 1; i < V; i++)
+        mx = logits[i] > mx ? logits[i] : mx;
+    double sum = 0;
+    for (uint32_t i = 0; i < V; i++)
+        sum += exp((double)logits[i] - mx);
+    const double lse = (double)mx + log(sum);
+    for (uint32_t j = 0; j < k; j++) {
+        int32_t best = -1;
+        for (uint32_t i = 0; i < V; i++) {
+            bool taken = false;
+            for (uint32_t t = 0; t < j && !taken; t++)
+                taken = res->top_ids[t] == (int32_t)i;
+            if (!taken && (best < 0 || logits[i] > logits[best]))
+                best = (int32_t)i;
+        }
+        res->top_ids[j] = best;
+        res->top_logprobs[j] = (float)((double)logits[best] - lse);
+    }
+    res->n_top = k;
+    return ICA_OK;
+}
+
 int engine_generate(struct model_ctx *c, const struct tok_vocab *vocab, const int32_t *prompt,
                     uint32_t n_prompt, const struct gen_params *gp, gen_emit_fn emit, void *emit_ud,
                     struct gen_result *res, struct ica_error *err) {
@@ -102,6 +138,8 @@ int engine_generate(struct model_ctx *c, const struct tok_vocab *vocab, const in
     if ((rc = append(&res->text, &res->text_len, &text_cap, "", 0)))
         goto done;
     res->n_prompt = n_prompt;
+    if (gp->n_context_ids)
+        sampler_accept_prompt(s, gp->context_ids, gp->n_context_ids);
     sampler_accept_prompt(s, prompt, n_prompt);
     double t0 = now_s();
     if ((rc = model_eval(c, prompt, n_prompt, logits, false, err)))
@@ -109,6 +147,8 @@ int engine_generate(struct model_ctx *c, const struct tok_vocab *vocab, const in
     res->t_prompt_s = now_s() - t0;
     t0 = now_s();
     res->reason = GEN_STOP_MAX_TOKENS;
+    if (gp->top_logprobs && (rc = top_logprobs(res, logits, V, gp->top_logprobs, err)))
+        goto done;
     for (uint32_t step = 0; step < gp->max_tokens; step++) {
         const int32_t id = sampler_sample(s, logits);
         if (!gp->ignore_eos && vocab && tok_is_eog(vocab, id)) {
