@@ -72,4 +72,44 @@ void cli_model_close(struct cli_model_opts *o);
 int32_t *cli_prompt_ids(struct cli_model_opts *o, const char *text, const char *ids, bool no_bos,
                         bool special, size_t *n);
 
+/* ---- any backend: -m MODEL.gguf (local engine) or --base-url URL --model NAME ---- */
+#include "icalign/backend.h"
+
+enum {
+    CLI_OPT_BASE_URL = 1100,
+    CLI_OPT_REMOTE_MODEL,
+    CLI_OPT_API_KEY_FILE,
+    CLI_OPT_CONCURRENCY,
+    CLI_OPT_TIMEOUT,
+    CLI_OPT_CHAT_TEMPLATE
+};
+/* Long options of a backend (use together with CLI_MODEL_LONGOPTS). */
+#define CLI_BACKEND_LONGOPTS                                                                       \
+    {"base-url", required_argument, 0, CLI_OPT_BASE_URL},                                          \
+        {"remote-model", required_argument, 0, CLI_OPT_REMOTE_MODEL},                              \
+        {"api-key-file", required_argument, 0, CLI_OPT_API_KEY_FILE},                              \
+        {"concurrency", required_argument, 0, CLI_OPT_CONCURRENCY},                                \
+        {"timeout", required_argument, 0, CLI_OPT_TIMEOUT}, {                                      \
+        "chat-template", required_argument, 0, CLI_OPT_CHAT_TEMPLATE                               \
+    }
+
+struct cli_backend_opts {
+    struct cli_model_opts local; /* -m, -c, --kv-type, --batch, -t */
+    const char *base_urls[16];   /* --base-url (repeatable) */
+    int n_base_urls;
+    const char *remote_model; /* --remote-model NAME (the server's model id) */
+    const char *api_key_file;
+    int concurrency;
+    double timeout_s;
+    const char *chat_template;
+};
+
+void cli_backend_opts_init(struct cli_backend_opts *o);
+const char *cli_backend_opts_help(void);
+/* 1 = consumed, 0 = not a backend option, -1 = bad value (printed). */
+int cli_backend_opts_parse(struct cli_backend_opts *o, int ch, const char *arg);
+/* Opens the backend the options name; prints the error and returns an exit
+ * code (0 = ok). */
+int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend **out);
+
 #endif

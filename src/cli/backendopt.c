@@ -1,0 +1,95 @@
+/* Options naming a model: a local GGUF file or a remote server. */
+#include "cli.h"
+
+#include "icalign/backend_local.h"
+
+#include <stdio.h>
+#include <string.h>
+
+void cli_backend_opts_init(struct cli_backend_opts *o) {
+    memset(o, 0, sizeof *o);
+    cli_model_opts_init(&o->local);
+    o->concurrency = 4;
+    o->timeout_s = 600;
+}
+
+const char *cli_backend_opts_help(void) {
+    return "  -m, --model PATH       local GGUF model (embedded engine)\n"
+           "  -c, --ctx N            context size (local; default: training context, <= 8192)\n"
+           "      --kv-type T        KV cache type f32|f16 (local)\n"
+           "      --batch N          prompt tokens per forward pass (local)\n"
+           "  -t, --threads N        threads (local)\n"
+           "      --base-url URL     OpenAI-compatible server instead of -m (repeatable)\n"
+           "      --remote-model NAME  the server's model id\n"
+           "      --api-key-file F   API key file (else $ICALIGN_API_KEY or $OPENAI_API_KEY)\n"
+           "      --concurrency N    parallel requests to the server (4)\n"
+           "      --timeout S        per-request timeout in seconds (600)\n"
+           "      --chat-template T  chat template name or file for chat requests\n";
+}
+
+int cli_backend_opts_parse(struct cli_backend_opts *o, int ch, const char *arg) {
+    int r = cli_model_opts_parse(&o->local, ch, arg);
+    if (r)
+        return r;
+    long v;
+    double d;
+    switch (ch) {
+    case CLI_OPT_BASE_URL:
+        if (o->n_base_urls == 16) {
+            cli_error("at most 16 --base-url");
+            return -1;
+        }
+        o->base_urls[o->n_base_urls++] = arg;
+        return 1;
+    case CLI_OPT_REMOTE_MODEL:
+        o->remote_model = arg;
+        return 1;
+    case CLI_OPT_API_KEY_FILE:
+        o->api_key_file = arg;
+        return 1;
+    case CLI_OPT_CONCURRENCY:
+        if (!cli_parse_int("--concurrency", arg, 1, 1024, &v))
+            return -1;
+        o->concurrency = (int)v;
+        return 1;
+    case CLI_OPT_TIMEOUT:
+        if (!cli_parse_float("--timeout", arg, 0.1, 86400, &d))
+            return -1;
+        o->timeout_s = d;
+        return 1;
+    case CLI_OPT_CHAT_TEMPLATE:
+        o->chat_template = arg;
+        return 1;
+    default:
+        return 0;
+    }
+}
+
+int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend **out) {
+    struct ica_error err = {0};
+    *out = NULL;
+    if (o->local.path && o->n_base_urls) {
+        cli_error("%s: give either -m MODEL.gguf or --base-url, not both", cmd);
+        return 2;
+    }
+    if (o->n_base_urls) {
+        cli_error("%s: remote backends (--base-url) are not available in this build yet", cmd);
+        return 2;
+    }
+    if (!o->local.path) {
+        cli_error("%s: name a model: -m MODEL.gguf or --base-url URL --remote-model NAME", cmd);
+        return 2;
+    }
+    struct local_options lo = local_default_options();
+    lo.model_path = o->local.path;
+    lo.n_ctx = o->local.n_ctx;
+    lo.n_batch = o->local.n_batch;
+    lo.kv_type = o->local.kv_type;
+    lo.n_threads = o->local.n_threads;
+    lo.chat_template = o->chat_template;
+    if (local_backend_new(&lo, out, &err) != ICA_OK) {
+        cli_error("%s", err.msg);
+        return 1;
+    }
+    return 0;
+}
