@@ -19,8 +19,8 @@ const char *cli_backend_opts_help(void) {
            "      --kv-type T        KV cache type f32|f16 (local)\n"
            "      --batch N          prompt tokens per forward pass (local)\n"
            "  -t, --threads N        threads (local)\n"
-           "      --base-url URL     OpenAI-compatible server instead of -m (repeatable)\n"
-           "      --remote-model NAME  the server's model id\n"
+           "      --base-url URL     OpenAI-compatible server (repeatable); -m/--model NAME then\n"
+           "                         names the server's model\n"
            "      --api-key-file F   API key file (else $ICALIGN_API_KEY or $OPENAI_API_KEY)\n"
            "      --concurrency N    parallel requests to the server (4)\n"
            "      --timeout S        per-request timeout in seconds (600)\n"
@@ -68,11 +68,10 @@ int cli_backend_opts_parse(struct cli_backend_opts *o, int ch, const char *arg) 
 int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend **out) {
     struct ica_error err = {0};
     *out = NULL;
-    if (o->local.path && o->n_base_urls) {
-        cli_error("%s: give either -m MODEL.gguf or --base-url, not both", cmd);
-        return 2;
-    }
     if (o->n_base_urls) {
+        /* With --base-url, -m/--model names the server's model (OpenAI style). */
+        if (!o->remote_model)
+            o->remote_model = o->local.path;
         cli_error("%s: remote backends (--base-url) are not available in this build yet", cmd);
         return 2;
     }
