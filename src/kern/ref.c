@@ -477,10 +477,60 @@ DEQ_K(deq_iq4_xs, blk_iq4_xs, unpack_iq4_xs, 0, 0.0f)
 
 /* ------------------------------------------------------ 32-block dots */
 
+/* Shared lane model of ggml's AVX2 / AVX-512 (VNNI) integer kernels: a block of
+ * 32 quants sits in one 256-bit register, byte b holding quant b (after
+ * bytes_from_nibbles_32 the low nibbles are bytes 0..15 and the high nibbles
+ * bytes 16..31, i.e. element order). _mm256_dpbusd_epi32 (mul_sum_i8_pairs_float
+ * / mul_sum_us8_pairs_float on AVX512-VNNI+VL, and tinyBLAS_Q0_AVX's updot)
+ * leaves in int32 lane l the exact sum of the four products of bytes
+ * 4l..4l+3; the lanes are converted to float and fused into 8 float
+ * accumulators. hsum_float_8 then reduces: r_i = acc[i+4] + acc[i]
+ * (i = 0..3), then (r0 + r2) + (r1 + r3). */
+static void lanes8_dot(const int8_t *a, const int8_t *b, int32_t out[8]) {
+    for (int l = 0; l < 8; l++) {
+        int32_t t = 0;
+        for (int i = 0; i < 4; i++)
+            t += a[4 * l + i] * b[4 * l + i];
+        out[l] = t;
+    }
+}
+
+static float hsum8(const float acc[8]) {
+    float r[4];
+    for (int i = 0; i < 4; i++)
+        r[i] = acc[i + 4] + acc[i];
+    float s02 = r[0] + r[2], s13 = r[1] + r[3];
+    return s02 + s13;
+}
+
+/* acc[l] = fma(d, (float)lane[l], acc[l]) for the 8 lanes of one block. */
+static void lanes8_fma(float acc[8], float d, const int8_t *a, const int8_t *b) {
+    int32_t lane[8];
+    lanes8_dot(a, b, lane);
+    for (int l = 0; l < 8; l++)
+        acc[l] = fmaf(d, (float)lane[l], acc[l]);
+}
+
+static void unpack_q4_nib(const uint8_t *qs, int off, int8_t q[QK32]) {
+    for (int j = 0; j < 16; j++) {
+        q[j] = (int8_t)((qs[j] & 0x0f) - off);
+        q[j + 16] = (int8_t)((qs[j] >> 4) - off);
+    }
+}
+
+/* Q4_0 and IQ4_NL: llama.cpp repacks these weights (repack.cpp, "CPU_REPACK"
+ * extra buffer: q4_0_8x8_q8_0 / iq4_nl_8x8_q8_0 on AVX2) and multiplies with
+ * gemv_q4_b32_8x8_q8_0_lut_avx (one token) or gemm_q4_b32_8x8_q8_0_lut_avx
+ * (4-token groups; AVX-512 variant): every output has its own float lane
+ * that, block after block, does acc = fma((float)isum, dx*dy, acc) with isum
+ * the exact integer dot of the block and dx*dy = fp16(x.d) * fp16(y.d)
+ * rounded once. No horizontal reduction. The activations of the 4-row
+ * groups are quantized by ggml_quantize_mat_q8_0_4x8, whose rounding equals
+ * quantize_row_q8_0's, so one kernel serves every batch size. */
 static void vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
     const blk_q4_0 *x = vx;
     const blk_q8_0 *y = vy;
-    float sumf = 0;
+    float acc = 0;
     for (int64_t i = 0; i < n / QK32; i++) {
         int sumi = 0;
         for (int j = 0; j < 16; j++) {
@@ -488,87 +538,88 @@ static void vec_dot_q4_0_q8_0(int64_t n, float *s, const void *vx, const void *v
             sumi += ((x[i].qs[j] >> 4) - 8) * y[i].qs[j + 16];
         }
         float d = kern_h2f(x[i].d) * kern_h2f(y[i].d);
-        sumf += d * (float)sumi;
+        acc = fmaf((float)sumi, d, acc);
     }
-    *s = sumf;
-}
-
-static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
-    const blk_q4_1 *x = vx;
-    const blk_q8_1 *y = vy;
-    float sumf = 0;
-    for (int64_t i = 0; i < n / QK32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < 16; j++) {
-            sumi += (x[i].qs[j] & 0x0f) * y[i].qs[j];
-            sumi += (x[i].qs[j] >> 4) * y[i].qs[j + 16];
-        }
-        float d = kern_h2f(x[i].d) * kern_h2f(y[i].d);
-        float ms = kern_h2f(x[i].m) * kern_h2f(y[i].s);
-        float t = d * (float)sumi;
-        sumf += t + ms;
-    }
-    *s = sumf;
-}
-
-static void vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
-    const blk_q5_0 *x = vx;
-    const blk_q8_0 *y = vy;
-    float sumf = 0;
-    for (int64_t i = 0; i < n / QK32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < QK32; j++)
-            sumi += (q5_val(x[i].qs, x[i].qh, j) - 16) * y[i].qs[j];
-        float d = kern_h2f(x[i].d) * kern_h2f(y[i].d);
-        sumf += d * (float)sumi;
-    }
-    *s = sumf;
-}
-
-static void vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
-    const blk_q5_1 *x = vx;
-    const blk_q8_1 *y = vy;
-    float sumf = 0;
-    for (int64_t i = 0; i < n / QK32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < QK32; j++)
-            sumi += q5_val(x[i].qs, x[i].qh, j) * y[i].qs[j];
-        float d = kern_h2f(x[i].d) * kern_h2f(y[i].d);
-        float ms = kern_h2f(x[i].m) * kern_h2f(y[i].s);
-        float t = d * (float)sumi;
-        sumf += t + ms;
-    }
-    *s = sumf;
-}
-
-static void vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
-    const blk_q8_0 *x = vx;
-    const blk_q8_0 *y = vy;
-    float sumf = 0;
-    for (int64_t i = 0; i < n / QK32; i++) {
-        int sumi = 0;
-        for (int j = 0; j < QK32; j++)
-            sumi += x[i].qs[j] * y[i].qs[j];
-        float d = kern_h2f(x[i].d) * kern_h2f(y[i].d);
-        sumf += d * (float)sumi;
-    }
-    *s = sumf;
+    *s = acc;
 }
 
 static void vec_dot_iq4_nl_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
     const blk_iq4_nl *x = vx;
     const blk_q8_0 *y = vy;
-    float sumf = 0;
+    float acc = 0;
     for (int64_t i = 0; i < n / QK32; i++) {
         int sumi = 0;
         for (int j = 0; j < 16; j++) {
             sumi += y[i].qs[j] * kern_iq4nl_values[x[i].qs[j] & 0x0f];
             sumi += y[i].qs[j + 16] * kern_iq4nl_values[x[i].qs[j] >> 4];
         }
-        float d = kern_h2f(y[i].d) * kern_h2f(x[i].d);
-        sumf += d * (float)sumi;
+        float d = kern_h2f(x[i].d) * kern_h2f(y[i].d);
+        acc = fmaf((float)sumi, d, acc);
     }
-    *s = sumf;
+    *s = acc;
+}
+
+/* Q4_1: ggml_vec_dot_q4_1_q8_1, AVX2 branch (no sgemm or repack for Q4_1, so
+ * every batch size runs it): 8 lanes, acc = fma(dx*dy, lane, acc); the min
+ * term summs += m * s is one scalar float sum that gcc contracts to an FMA
+ * (-ffp-contract=fast, gnu11); result hsum_float_8(acc) + summs. */
+static void vec_dot_q4_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q4_1 *x = vx;
+    const blk_q8_1 *y = vy;
+    float acc[8] = {0};
+    float summs = 0;
+    for (int64_t i = 0; i < n / QK32; i++) {
+        int8_t q[QK32];
+        summs = fmaf(kern_h2f(x[i].m), kern_h2f(y[i].s), summs);
+        unpack_q4_nib(x[i].qs, 0, q);
+        lanes8_fma(acc, kern_h2f(x[i].d) * kern_h2f(y[i].d), q, y[i].qs);
+    }
+    *s = hsum8(acc) + summs;
+}
+
+/* Q5_0: ggml_vec_dot_q5_0_q8_0, AVX2 branch (one token) and
+ * tinyBLAS_Q0_AVX<block_q5_0> (llamafile sgemm, several tokens): both keep 8
+ * lanes per output with acc = fma(dx*dy, lane, acc) and reduce with the
+ * hsum_float_8 tree, so they give identical bits. */
+static void vec_dot_q5_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q5_0 *x = vx;
+    const blk_q8_0 *y = vy;
+    float acc[8] = {0};
+    for (int64_t i = 0; i < n / QK32; i++) {
+        int8_t q[QK32];
+        for (int j = 0; j < QK32; j++)
+            q[j] = (int8_t)(q5_val(x[i].qs, x[i].qh, j) - 16);
+        lanes8_fma(acc, kern_h2f(x[i].d) * kern_h2f(y[i].d), q, y[i].qs);
+    }
+    *s = hsum8(acc);
+}
+
+/* Q5_1: ggml_vec_dot_q5_1_q8_1, AVX2 branch (every batch size): as Q4_1. */
+static void vec_dot_q5_1_q8_1(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q5_1 *x = vx;
+    const blk_q8_1 *y = vy;
+    float acc[8] = {0};
+    float summs = 0;
+    for (int64_t i = 0; i < n / QK32; i++) {
+        int8_t q[QK32];
+        summs = fmaf(kern_h2f(x[i].m), kern_h2f(y[i].s), summs);
+        for (int j = 0; j < QK32; j++)
+            q[j] = (int8_t)q5_val(x[i].qs, x[i].qh, j);
+        lanes8_fma(acc, kern_h2f(x[i].d) * kern_h2f(y[i].d), q, y[i].qs);
+    }
+    *s = hsum8(acc) + summs;
+}
+
+/* Q8_0: ggml_vec_dot_q8_0_q8_0, AVX2 branch (one token) and
+ * tinyBLAS_Q0_AVX<block_q8_0> (several tokens): identical lane structure,
+ * see vec_dot_q5_0_q8_0. */
+static void vec_dot_q8_0_q8_0(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q8_0 *x = vx;
+    const blk_q8_0 *y = vy;
+    float acc[8] = {0};
+    for (int64_t i = 0; i < n / QK32; i++)
+        lanes8_fma(acc, kern_h2f(x[i].d) * kern_h2f(y[i].d), x[i].qs, y[i].qs);
+    *s = hsum8(acc);
 }
 
 /* ------------------------------------------------------- K-quant dots */
@@ -590,6 +641,28 @@ static void kdot_ints(const struct kunpack *u, const blk_q8_K *y, int *isum, int
     *summs = sm;
 }
 
+/* The AVX2 K-quant kernels (Q3_K, Q5_K, Q6_K, IQ4_XS) walk the super-block in
+ * 256-bit registers of 32 consecutive quants (element order as unpacked
+ * here) and accumulate, in int32 lane l, sc * (4 products of bytes 4l..4l+3)
+ * over the 8 registers of the super-block (maddubs + madd by the scale; no
+ * int16 saturation is reachable with these ranges). lane[] receives that. */
+static void klanes(const struct kunpack *u, const int8_t *q8, int32_t lane[8]) {
+    int len = QKK / u->nsub;
+    for (int l = 0; l < 8; l++)
+        lane[l] = 0;
+    for (int c = 0; c < QKK / 32; c++)
+        for (int l = 0; l < 8; l++) {
+            int e = 32 * c + 4 * l;
+            int t = 0;
+            for (int i = 0; i < 4; i++)
+                t += u->q[e + i] * q8[e + i];
+            lane[l] += u->sc[e / len] * t;
+        }
+}
+
+/* Q2_K and Q4_K are repacked by llama.cpp on AVX2/AVX-512 machines (see
+ * repack.cpp); these kernels accumulate one float per output row,
+ * super-block after super-block. */
 #define DOT_K(name, blk, unpack, has_min)                                                          \
     static void name(int64_t n, float *s, const void *vx, const void *vy) {                        \
         const blk *x = vx;                                                                         \
@@ -614,27 +687,81 @@ static void kdot_ints(const struct kunpack *u, const blk_q8_K *y, int *isum, int
 
 DOT_K(vec_dot_q2_K_q8_K, blk_q2_K, unpack_q2_K, 1)
 DOT_K(vec_dot_q4_K_q8_K, blk_q4_K, unpack_q4_K, 1)
-DOT_K(vec_dot_q5_K_q8_K, blk_q5_K, unpack_q5_K, 1)
 
-#define DOT_K_SYM(name, blk, unpack)                                                               \
+/* Q3_K (ggml_vec_dot_q3_K_q8_K, AVX2 branch) and IQ4_XS
+ * (ggml_vec_dot_iq4_xs_q8_K, AVX2 branch): 8 lanes of signed quants times
+ * scales (klanes), acc = fma(d, lane, acc) with d = y.d * fp16(x.d), then
+ * hsum_float_8. No sgemm/repack for these types: every batch size. */
+#define DOT_K_LANES(name, blk, unpack)                                                             \
     static void name(int64_t n, float *s, const void *vx, const void *vy) {                        \
         const blk *x = vx;                                                                         \
         const blk_q8_K *y = vy;                                                                    \
         struct kunpack u;                                                                          \
-        float sumf = 0;                                                                            \
+        float acc[8] = {0};                                                                        \
         for (int64_t i = 0; i < n / QKK; i++) {                                                    \
-            int isum, summs;                                                                       \
+            int32_t lane[8];                                                                       \
             unpack(&x[i], &u);                                                                     \
-            kdot_ints(&u, &y[i], &isum, &summs);                                                   \
-            float d = kern_h2f(x[i].d) * y[i].d;                                                   \
-            sumf += d * (float)isum;                                                               \
+            klanes(&u, y[i].qs, lane);                                                             \
+            float d = y[i].d * kern_h2f(x[i].d);                                                   \
+            for (int l = 0; l < 8; l++)                                                            \
+                acc[l] = fmaf(d, (float)lane[l], acc[l]);                                          \
         }                                                                                          \
-        *s = sumf;                                                                                 \
+        *s = hsum8(acc);                                                                           \
     }
 
-DOT_K_SYM(vec_dot_q3_K_q8_K, blk_q3_K, unpack_q3_K)
-DOT_K_SYM(vec_dot_q6_K_q8_K, blk_q6_K, unpack_q6_K)
-DOT_K_SYM(vec_dot_iq4_xs_q8_K, blk_iq4_xs, unpack_iq4_xs)
+DOT_K_LANES(vec_dot_q3_K_q8_K, blk_q3_K, unpack_q3_K)
+DOT_K_LANES(vec_dot_iq4_xs_q8_K, blk_iq4_xs, unpack_iq4_xs)
+
+/* Q5_K: ggml_vec_dot_q5_K_q8_K, AVX2 branch (every batch size). Lanes hold
+ * sc * q5 (unsigned 0..31) * q8; the mins go through a scalar float
+ * summs = fma(-y.d * fp16(x.dmin), (float)sum(mn * bsum-pairs), summs)
+ * (gcc contracts it); result hsum_float_8(acc) + summs. */
+static void vec_dot_q5_K_q8_K(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q5_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct kunpack u;
+    float acc[8] = {0};
+    float summs = 0;
+    for (int64_t i = 0; i < n / QKK; i++) {
+        int32_t lane[8];
+        unpack_q5_K(&x[i], &u);
+        float d = y[i].d * kern_h2f(x[i].d);
+        float dmin = -y[i].d * kern_h2f(x[i].dmin);
+        int mins = 0;
+        for (int j = 0; j < 8; j++)
+            mins += u.mn[j] * (y[i].bsums[2 * j] + y[i].bsums[2 * j + 1]);
+        summs = fmaf(dmin, (float)mins, summs);
+        klanes(&u, y[i].qs, lane);
+        for (int l = 0; l < 8; l++)
+            acc[l] = fmaf(d, (float)lane[l], acc[l]);
+    }
+    *s = hsum8(acc) + summs;
+}
+
+/* Q6_K: ggml_vec_dot_q6_K_q8_K, AVX2 branch (every batch size). The lanes
+ * multiply the UNSIGNED 6-bit quants (0..63) and subtract the offset 32 per
+ * lane from the bsums: lane l gets -32 * (sc[2l]*bsum[2l] + sc[2l+1]*bsum[2l+1])
+ * (q8sclsub), which spreads the offset over the lanes differently from the
+ * quants themselves. acc = fma(d, lane, acc), then hsum_float_8. */
+static void vec_dot_q6_K_q8_K(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q6_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct kunpack u;
+    float acc[8] = {0};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        int32_t lane[8];
+        unpack_q6_K(&x[i], &u);
+        for (int e = 0; e < QKK; e++)
+            u.q[e] = (int8_t)(u.q[e] + 32);
+        klanes(&u, y[i].qs, lane);
+        float d = y[i].d * kern_h2f(x[i].d);
+        for (int l = 0; l < 8; l++) {
+            int sub = u.sc[2 * l] * y[i].bsums[2 * l] + u.sc[2 * l + 1] * y[i].bsums[2 * l + 1];
+            acc[l] = fmaf(d, (float)(lane[l] - 32 * sub), acc[l]);
+        }
+    }
+    *s = hsum8(acc);
+}
 
 /* ------------------------------------------------------------- traits */
 
