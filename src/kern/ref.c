@@ -24,12 +24,16 @@
  *  - F16: ggml_cpu_fp32_to_fp16 = F16C vcvtps2ph, round to nearest even.
  *  - BF16: ggml_cpu_fp32_to_bf16 = scalar GGML_FP32_TO_BF16 (nearest even).
  *
- * Dot products reproduce the integer arithmetic of ggml's kernels exactly and
- * the per-block float products (fp16(dx)*fp16(dy) or fp16(dx)*dy8K, times the
- * exact integer sum; Q4_1/Q5_1 add m*s; K-quant mins go through bsums). The
- * order in which the per-block float terms are summed differs from ggml's
- * SIMD kernels (which keep 8 or 16 float lanes), so results agree with
- * llama.cpp to float rounding of the sum, not bit for bit.
+ * Dot products reproduce the integer arithmetic of ggml's kernels exactly AND
+ * the float operation order of the kernel llama.cpp actually runs on an
+ * AVX-512 (VNNI, BF16) build with one thread (vec_dot for one token;
+ * llamafile sgemm or the repack extra buffer for Q4_0 / IQ4_NL / Q4_K / Q2_K
+ * and for several tokens): 8 float lanes + hsum_float_8 for the 32-block
+ * types and the AVX2 K-quant kernels, one sequential FMA per block for the
+ * repacked types. Each kernel's comment names the llama.cpp kernel it
+ * mirrors. With these, the q4_0, q4_1 and q8_0 fixtures match bit for bit;
+ * the remaining differences come from non-matmul ops (see the report in the
+ * commit history: silu via ggml_v_expf, attention).
  *
  * F32/F16/BF16 dots mirror ggml_vec_dot_* of an AVX-512 build lane for lane:
  *  - F32: GGML_F32_STEP 64 = 4 accumulators x 16 lanes of fused multiply-add,
@@ -41,8 +45,8 @@
  *    elements; per lane the odd product then the even product is added, each
  *    add rounded, denormal inputs/outputs flushed to zero as VDPBF16PS does);
  *    the two reduced sums and leftovers are added in double.
- * Larger batches in llama.cpp may use other kernels (llamafile sgemm,
- * repacked Q4_0/IQ4_NL/Q4_K); those are not mirrored here.
+ * Several tokens at once go through llamafile sgemm for F32/F16/BF16 (see
+ * sgemm_kind below; kern_matmul_ref picks it per n_tok like llama.cpp).
  *
  * Float expressions are written so that no multiply-add contraction changes
  * them: the library is compiled as ISO C (-std=c11, no -ffp-contract=fast
@@ -805,6 +809,57 @@ size_t kern_matmul_scratch_size(uint32_t wtype, int64_t n_cols, int64_t n_tok) {
     return ica_dtype_row_size(tr->vec_dot_type, n_cols) * (size_t)n_tok;
 }
 
+/* llamafile_sgemm (ggml-cpu.c calls it first whenever src1 has more than one
+ * row; threads = 1) for the plain types, built with AVX-512 (+BF16):
+ * tinyBLAS<16, __m512, __m512, float|fp16> and tinyBLAS<32, __m512,
+ * __m512bh, bf16>. It only accepts k % KN == 0 and m % 4 == 0 (m = weight
+ * rows) and otherwise falls back to vec_dot. Each output keeps ONE 16-lane
+ * accumulator: lane l gets fma(a, b, acc) for elements l, l+16, ... (F32,
+ * F16 after conversion to float), or one _mm512_dpbf16_ps per 32 elements
+ * (BF16: lane l takes the pair 2l, 2l+1; odd product added first, each add
+ * rounded, DAZ/FTZ - checked against VDPBF16PS on a Zen 4). The tile shape
+ * only changes the order of independent outputs; the result is
+ * _mm512_reduce_add_ps of the accumulator. */
+static float sgemm_dot_f32(int64_t n, const float *x, const float *y) {
+    float acc[16] = {0};
+    for (int64_t i = 0; i < n; i += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
+    return reduce16(acc);
+}
+
+static float sgemm_dot_f16(int64_t n, const uint16_t *x, const uint16_t *y) {
+    float acc[16] = {0};
+    for (int64_t i = 0; i < n; i += 16)
+        for (int l = 0; l < 16; l++)
+            acc[l] = fmaf(kern_h2f(x[i + l]), kern_h2f(y[i + l]), acc[l]);
+    return reduce16(acc);
+}
+
+static float sgemm_dot_bf16(int64_t n, const uint16_t *x, const uint16_t *y) {
+    float acc[16] = {0};
+    for (int64_t i = 0; i < n; i += 32)
+        for (int l = 0; l < 16; l++) {
+            int64_t e = i + 2 * l;
+            float odd = bf16_daz(x[e + 1]) * bf16_daz(y[e + 1]);
+            float even = bf16_daz(x[e]) * bf16_daz(y[e]);
+            acc[l] = ftz(acc[l] + odd);
+            acc[l] = ftz(acc[l] + even);
+        }
+    return reduce16(acc);
+}
+
+/* Which sgemm dot llama.cpp would use for this product, or 0 for vec_dot. */
+static int sgemm_kind(uint32_t wtype, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
+    if (n_tok < 2 || n_rows % 4 != 0)
+        return 0;
+    if ((wtype == ICA_F32 || wtype == ICA_F16) && n_cols % 16 == 0)
+        return 1;
+    if (wtype == ICA_BF16 && n_cols % 32 == 0)
+        return 1;
+    return 0;
+}
+
 void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                      int64_t n_tok, float *y, void *scratch) {
     const struct kern_traits *tr = kern_get_traits_ref(wtype);
@@ -819,9 +874,20 @@ void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_co
             qt->from_float(x + t * n_cols, (char *)scratch + (size_t)t * qrs, n_cols);
         act = scratch;
     }
+    const int sg = sgemm_kind(wtype, n_rows, n_cols, n_tok);
     for (int64_t r = 0; r < n_rows; r++) {
         const char *wr = (const char *)w + (size_t)r * wrs;
-        for (int64_t t = 0; t < n_tok; t++)
-            tr->vec_dot(n_cols, &y[t * n_rows + r], wr, act + (size_t)t * qrs);
+        for (int64_t t = 0; t < n_tok; t++) {
+            const char *at = act + (size_t)t * qrs;
+            float *out = &y[t * n_rows + r];
+            if (!sg)
+                tr->vec_dot(n_cols, out, wr, at);
+            else if (wtype == ICA_F32)
+                *out = sgemm_dot_f32(n_cols, (const float *)wr, (const float *)at);
+            else if (wtype == ICA_F16)
+                *out = sgemm_dot_f16(n_cols, (const uint16_t *)wr, (const uint16_t *)at);
+            else
+                *out = sgemm_dot_bf16(n_cols, (const uint16_t *)wr, (const uint16_t *)at);
+        }
     }
 }
