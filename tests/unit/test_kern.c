@@ -926,6 +926,30 @@ static void test_traits_table(void **state) {
     assert_null(kern_get_traits(1000));
 }
 
+/* llama.cpp multiplies several tokens with llamafile sgemm (one 16-lane
+ * accumulator per output) but one token with ggml_vec_dot_f32 (4 x 16
+ * lanes); kern_matmul_ref must follow. x = 1e8, 1, -1e8 on elements 0, 16,
+ * 32 of lane 0: sgemm absorbs the 1 (result 0), vec_dot keeps it (1). */
+static void test_matmul_sgemm_order(void **state) {
+    (void)state;
+    enum { R = 4, C = 64, T = 2 };
+    float w[R * C], x[T * C], y[T * R];
+    for (int i = 0; i < R * C; i++)
+        w[i] = 1.0f;
+    memset(x, 0, sizeof x);
+    for (int t = 0; t < T; t++) {
+        x[t * C + 0] = 1e8f;
+        x[t * C + 16] = 1.0f;
+        x[t * C + 32] = -1e8f;
+    }
+    kern_matmul_ref(ICA_F32, w, R, C, x, T, y, NULL);
+    for (int i = 0; i < T * R; i++)
+        assert_true(y[i] == 0.0f);
+    kern_matmul_ref(ICA_F32, w, R, C, x, 1, y, NULL);
+    for (int i = 0; i < R; i++)
+        assert_true(y[i] == 1.0f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_f16_roundtrip_all),
@@ -942,6 +966,7 @@ int main(void) {
         cmocka_unit_test(test_f16_bf16_activation),
         cmocka_unit_test(test_plain_dots),
         cmocka_unit_test(test_matmul),
+        cmocka_unit_test(test_matmul_sgemm_order),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
