@@ -61,4 +61,12 @@ ICA_API size_t kern_matmul_scratch_size(uint32_t wtype, int64_t n_cols, int64_t 
 ICA_API void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
                              const float *x, int64_t n_tok, float *y, void *scratch);
 
+/* The matrix product the forward pass uses: same contract and bit-identical
+ * results as kern_matmul_ref for every thread count, spread over the
+ * threads of pool (NULL = the calling thread only) with the fastest kernels
+ * of this CPU. scratch must hold kern_matmul_scratch_size bytes. */
+struct pool;
+ICA_API void kern_matmul(struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
+                         int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch);
+
 #endif
