@@ -8,13 +8,16 @@
  *     q,k,v = W{q,k,v} h (+ bias)                     (activations rounded to vec_dot type)
  *     rope(q), rope(k)                                (theta cache built by repeated
  *                                                      multiplication, as ggml does)
- *     a = softmax(q·K * 1/sqrt(hd) + causal mask) · V (sum of exp in double)
+ *     a = softmax(q·K * 1/sqrt(hd) + causal mask) · V (ggml's vectorised exp, sums of
+ *                                                      16-lane chunks in double)
  *     x = x + Wo a
  *     h = rms_norm(x) * ffn_norm
  *     x = x + Wdown (silu(Wgate h) * Wup h)           (or the MoE mixture)
  *   logits = Woutput (rms_norm(x) * output_norm)
  */
 #include "model_impl.h"
+
+#include "icalign/pool.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -27,22 +30,25 @@ struct model_ctx {
     uint8_t *k_cache; /* [n_layer][n_ctx][n_head_kv*head_dim] */
     uint8_t *v_cache; /* [n_layer][n_ctx][n_head_kv*head_dim_v] */
     /* scratch, sized for n_batch tokens */
-    float *x;         /* [B][n_embd] residual stream */
-    float *h;         /* [B][n_embd] normalized input of a block */
-    float *q;         /* [B][n_head*head_dim] */
-    float *k;         /* [B][n_head_kv*head_dim] */
-    float *v;         /* [B][n_head_kv*head_dim_v] */
-    float *att;       /* [B][n_head*head_dim_v] */
-    float *tmp;       /* [B][n_embd] */
-    float *gate;      /* [B][n_ff] */
-    float *up;        /* [B][n_ff] */
-    float *scores;    /* [n_ctx] */
-    float *rope;      /* [head_dim] cos/sin cache */
-    float *router;    /* [n_expert] */
-    float *moe_acc;   /* [n_embd] */
-    uint16_t *q16;    /* [head_dim] q rounded to f16 (F16 KV) */
-    uint16_t *p16;    /* [n_ctx] probabilities rounded to f16 (F16 KV) */
-    void *mm_scratch; /* quantized activations for kern_matmul_ref */
+    float *x;          /* [B][n_embd] residual stream */
+    float *h;          /* [B][n_embd] normalized input of a block */
+    float *q;          /* [B][n_head*head_dim] */
+    float *k;          /* [B][n_head_kv*head_dim] */
+    float *v;          /* [B][n_head_kv*head_dim_v] */
+    float *att;        /* [B][n_head*head_dim_v] */
+    float *tmp;        /* [B][n_embd] */
+    float *gate;       /* [B][n_ff] */
+    float *up;         /* [B][n_ff] */
+    float *rope;       /* [head_dim] cos/sin cache */
+    float *router;     /* [n_expert] */
+    float *moe_acc;    /* [n_embd] */
+    void *kh;          /* [n_ctx][head_dim] one head's keys, contiguous (cache type) */
+    void *vt;          /* [head_dim_v][n_ctx] one head's values, transposed (cache type) */
+    float *qh;         /* [B][head_dim] one head's queries */
+    float *kq;         /* [B][n_ctx] scores, then probabilities */
+    float *oh;         /* [B][head_dim_v] one head's output */
+    void *mm_scratch;  /* activation rounding for every matrix product */
+    struct pool *pool; /* threads for the matrix products */
 };
 
 struct model_ctx_params model_ctx_default_params(void) {
@@ -50,34 +56,39 @@ struct model_ctx_params model_ctx_default_params(void) {
     return p;
 }
 
-static size_t max_scratch(const struct model *m, uint32_t B) {
+static size_t max_scratch(const struct model *m, uint32_t B, uint32_t n_ctx, uint32_t kv_type) {
     const struct model_hparams *hp = &m->hp;
     size_t best = 0;
-    const struct model_weight *ws[] = {&m->tok_embd, &m->output};
-#define CONSIDER(w, cols)                                                                          \
+#define CONSIDER(type, cols)                                                                       \
     do {                                                                                           \
-        if ((w)->t) {                                                                              \
-            size_t s = kern_matmul_scratch_size((w)->type, (cols), B);                             \
-            if (s > best)                                                                          \
-                best = s;                                                                          \
-        }                                                                                          \
+        size_t s_ = kern_matmul_scratch_size((type), (cols), B);                                   \
+        if (s_ > best)                                                                             \
+            best = s_;                                                                             \
     } while (0)
-    for (size_t i = 0; i < 2; i++)
-        CONSIDER(ws[i], hp->n_embd);
+#define CONSIDER_W(w, cols)                                                                        \
+    do {                                                                                           \
+        if ((w)->t)                                                                                \
+            CONSIDER((w)->type, (cols));                                                           \
+    } while (0)
+    CONSIDER_W(&m->output, hp->n_embd);
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
-        CONSIDER(&L->wq, hp->n_embd);
-        CONSIDER(&L->wk, hp->n_embd);
-        CONSIDER(&L->wv, hp->n_embd);
-        CONSIDER(&L->wo, (int64_t)hp->n_head * hp->head_dim_v);
-        CONSIDER(&L->ffn_gate, hp->n_embd);
-        CONSIDER(&L->ffn_up, hp->n_embd);
-        CONSIDER(&L->ffn_down, hp->n_ff);
-        CONSIDER(&L->ffn_gate_inp, hp->n_embd);
-        CONSIDER(&L->ffn_gate_exps, hp->n_embd);
-        CONSIDER(&L->ffn_up_exps, hp->n_embd);
-        CONSIDER(&L->ffn_down_exps, hp->n_ff);
+        CONSIDER_W(&L->wq, hp->n_embd);
+        CONSIDER_W(&L->wk, hp->n_embd);
+        CONSIDER_W(&L->wv, hp->n_embd);
+        CONSIDER_W(&L->wo, (int64_t)hp->n_head * hp->head_dim_v);
+        CONSIDER_W(&L->ffn_gate, hp->n_embd);
+        CONSIDER_W(&L->ffn_up, hp->n_embd);
+        CONSIDER_W(&L->ffn_down, hp->n_ff);
+        CONSIDER_W(&L->ffn_gate_inp, hp->n_embd);
+        CONSIDER_W(&L->ffn_gate_exps, hp->n_embd);
+        CONSIDER_W(&L->ffn_up_exps, hp->n_embd);
+        CONSIDER_W(&L->ffn_down_exps, hp->n_ff);
     }
+    /* attention products: q against the keys, probabilities against V */
+    CONSIDER(kv_type, hp->head_dim);
+    CONSIDER(kv_type, n_ctx);
+#undef CONSIDER_W
 #undef CONSIDER
     return best;
 }
@@ -101,14 +112,14 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
         c->n_batch = c->n_ctx;
     c->kv_type = p->kv_type;
     c->kv_elt = p->kv_type == ICA_F16 ? 2 : 4;
-    const size_t B = c->n_batch, E = hp->n_embd, F = hp->n_ff;
+    const size_t B = c->n_batch, E = hp->n_embd, F = hp->n_ff, C = c->n_ctx;
     const size_t QD = (size_t)hp->n_head * hp->head_dim;
     const size_t KD = (size_t)hp->n_head_kv * hp->head_dim;
     const size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v;
     const size_t OD = (size_t)hp->n_head * hp->head_dim_v;
     const size_t per_pos = (size_t)hp->n_layer * c->kv_elt;
-    c->k_cache = calloc((size_t)c->n_ctx * KD, per_pos);
-    c->v_cache = calloc((size_t)c->n_ctx * VD, per_pos);
+    c->k_cache = calloc(C * KD, per_pos);
+    c->v_cache = calloc(C * VD, per_pos);
     c->x = malloc(B * E * sizeof(float));
     c->h = malloc(B * E * sizeof(float));
     c->q = malloc(B * QD * sizeof(float));
@@ -118,21 +129,25 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->tmp = malloc(B * E * sizeof(float));
     c->gate = malloc(B * F * sizeof(float));
     c->up = malloc(B * F * sizeof(float));
-    c->scores = malloc(c->n_ctx * sizeof(float));
     c->rope = malloc((hp->head_dim + 2) * sizeof(float));
     c->router = malloc((hp->n_expert + 1) * sizeof(float));
     c->moe_acc = malloc(E * sizeof(float));
-    c->q16 = malloc(hp->head_dim * sizeof(uint16_t));
-    c->p16 = malloc(c->n_ctx * sizeof(uint16_t));
-    size_t ss = max_scratch(m, c->n_batch);
+    c->kh = calloc(C * hp->head_dim, c->kv_elt);
+    c->vt = calloc(C * hp->head_dim_v, c->kv_elt);
+    c->qh = malloc(B * hp->head_dim * sizeof(float));
+    c->kq = malloc(B * C * sizeof(float));
+    c->oh = malloc(B * hp->head_dim_v * sizeof(float));
+    size_t ss = max_scratch(m, c->n_batch, c->n_ctx, c->kv_type);
     c->mm_scratch = malloc(ss ? ss : 1);
+    struct ica_error perr = {0};
+    c->pool = pool_new(p->n_threads, &perr);
     if (!c->k_cache || !c->v_cache || !c->x || !c->h || !c->q || !c->k || !c->v || !c->att ||
-        !c->tmp || !c->gate || !c->up || !c->scores || !c->rope || !c->router || !c->moe_acc ||
-        !c->q16 || !c->p16 || !c->mm_scratch) {
+        !c->tmp || !c->gate || !c->up || !c->rope || !c->router || !c->moe_acc || !c->kh ||
+        !c->vt || !c->qh || !c->kq || !c->oh || !c->mm_scratch || !c->pool) {
         model_ctx_free(c);
         return ica_seterr(err, ICA_ERR_NOMEM,
-                          "out of memory for a context of %u tokens (KV cache %.1f MiB)", p->n_ctx,
-                          (double)c->n_ctx * (KD + VD) * per_pos / 1048576.0);
+                          "out of memory for a context of %zu tokens (KV cache %.1f MiB)", C,
+                          (double)C * (KD + VD) * per_pos / 1048576.0);
     }
     *out = c;
     return ICA_OK;
@@ -141,24 +156,12 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
 void model_ctx_free(struct model_ctx *c) {
     if (!c)
         return;
-    free(c->k_cache);
-    free(c->v_cache);
-    free(c->x);
-    free(c->h);
-    free(c->q);
-    free(c->k);
-    free(c->v);
-    free(c->att);
-    free(c->tmp);
-    free(c->gate);
-    free(c->up);
-    free(c->scores);
-    free(c->rope);
-    free(c->router);
-    free(c->moe_acc);
-    free(c->q16);
-    free(c->p16);
-    free(c->mm_scratch);
+    void *bufs[] = {c->k_cache, c->v_cache, c->x,    c->h,  c->q,    c->k,         c->v,
+                    c->att,     c->tmp,     c->gate, c->up, c->rope, c->router,    c->moe_acc,
+                    c->kh,      c->vt,      c->qh,   c->kq, c->oh,   c->mm_scratch};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
+        free(bufs[i]);
+    pool_free(c->pool);
     free(c);
 }
 
@@ -195,7 +198,7 @@ static void rms_norm(float *y, const float *x, const float *w, int64_t n, float 
 
 static void matmul(struct model_ctx *c, const struct model_weight *w, int64_t n_rows,
                    int64_t n_cols, const float *x, int64_t n_tok, float *y) {
-    kern_matmul_ref(w->type, w->data, n_rows, n_cols, x, n_tok, y, c->mm_scratch);
+    kern_matmul(c->pool, w->type, w->data, n_rows, n_cols, x, n_tok, y, c->mm_scratch);
 }
 
 static void add_bias(float *y, const struct model_weight *b, int64_t n_rows, int64_t n_tok) {
@@ -240,79 +243,122 @@ static void rope_apply(const struct model_hparams *hp, const float *cache, float
     }
 }
 
-static float silu(float x) {
-    return x / (1.0f + expf(-x));
+/* exp as ggml's vectorised ggml_v_expf (AVX-512/AVX2/NEON share the
+ * polynomial): llama.cpp's softmax and SiLU use it for every full vector of
+ * 16 lanes and libm's expf for the tail, so the same split is kept here. */
+static float ggml_expf(float x) {
+    const float r = 0x1.8p23f;
+    const float z = fmaf(x, 0x1.715476p+0f, r);
+    const float n = z - r;
+    const float b = fmaf(-n, 0x1.7f7d1cp-20f, fmaf(-n, 0x1.62e4p-1f, x));
+    const float u = b * b;
+    const float j = fmaf(
+        fmaf(fmaf(0x1.0e4020p-7f, b, 0x1.573e2ep-5f), u, fmaf(0x1.555e66p-3f, b, 0x1.fffdb6p-2f)),
+        u, fmaf(0x1.ffffecp-1f, b, 1.0f));
+    if (fabsf(n) > 192.0f)
+        return n <= 0.0f ? 0.0f : INFINITY;
+    return ldexpf(j, (int)n);
 }
 
-/* Attention of batch token t (absolute position pos) over cache rows 0..pos
- * of layer il, writing n_head*head_dim_v outputs. */
-static void attention(struct model_ctx *c, uint32_t il, const float *q, uint32_t pos, float *out) {
+/* Sum of 16 lanes in the order of _mm512_reduce_add_ps. */
+static float reduce16(const float *a) {
+    float t3[8], t6[4];
+    for (int i = 0; i < 8; i++)
+        t3[i] = a[i + 8] + a[i];
+    for (int i = 0; i < 4; i++)
+        t6[i] = t3[i + 4] + t3[i];
+    return (t6[0] + t6[2]) + (t6[1] + t6[3]);
+}
+
+/* ggml_vec_soft_max_f32 followed by the scaling by 1/sum:
+ * y = exp(x - max), sums of 16-lane chunks added in double. */
+static void softmax(float *y, const float *x, int64_t n) {
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; i++)
+        mx = x[i] > mx ? x[i] : mx;
+    double sum = 0.0;
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        for (int l = 0; l < 16; l++)
+            y[i + l] = ggml_expf(x[i + l] - mx);
+        sum += (double)reduce16(y + i);
+    }
+    for (; i < n; i++) {
+        y[i] = expf(x[i] - mx);
+        sum += (double)y[i];
+    }
+    const float inv = (float)(1.0 / sum);
+    for (int64_t k = 0; k < n; k++)
+        y[k] *= inv;
+}
+
+/* ggml_vec_swiglu_f32: silu(g) * u with the vectorised exp for full vectors
+ * of 16 and x/(1+expf(-x)) for the tail. */
+static void swiglu(float *g, const float *u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        for (int l = 0; l < 16; l++) {
+            const float x = g[i + l];
+            g[i + l] = x / (1.0f + ggml_expf(0.0f - x)) * u[i + l];
+        }
+    for (; i < n; i++)
+        g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+static uint32_t round_up(uint32_t x, uint32_t m) {
+    return (x + m - 1) / m * m;
+}
+
+/* Attention of a batch of n tokens (positions n_past..) in layer il, head by
+ * head as llama.cpp's non-flash path: scores = K_h q (one matrix product over
+ * the cached keys), scaled, causally masked, softmax, then V_h^T p. llama.cpp
+ * runs these products over a KV window padded to 256 cells (zeros beyond the
+ * used ones); padding to 64 gives the same kernel paths and sums, since
+ * padded cells add exact zeros in every lane. */
+static void attention(struct model_ctx *c, uint32_t il, uint32_t n) {
     const struct model_hparams *hp = &c->m->hp;
     const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v;
     const size_t KD = (size_t)hp->n_head_kv * hd, VD = (size_t)hp->n_head_kv * hdv;
+    const size_t QD = (size_t)hp->n_head * hd, OD = (size_t)hp->n_head * hdv;
     const uint32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const uint32_t n_kv = pos + 1;
-    const uint8_t *kl = c->k_cache + (size_t)il * c->n_ctx * KD * c->kv_elt;
-    const uint8_t *vl = c->v_cache + (size_t)il * c->n_ctx * VD * c->kv_elt;
-    float *s = c->scores;
-    for (uint32_t h = 0; h < hp->n_head; h++) {
-        const uint32_t kvh = h / group;
-        const float *qh = q + (size_t)h * hd;
-        if (c->kv_type == ICA_F16) {
-            /* ggml rounds q to the F16 vec_dot type of the cache. */
-            for (uint32_t d = 0; d < hd; d++)
-                c->q16[d] = kern_f32_to_f16(qh[d]);
-            for (uint32_t j = 0; j < n_kv; j++) {
-                const uint16_t *kr = (const uint16_t *)(kl + ((size_t)j * KD + kvh * hd) * 2);
-                float acc = 0.0f;
-                for (uint32_t d = 0; d < hd; d++)
-                    acc += kern_f16_to_f32(kr[d]) * kern_f16_to_f32(c->q16[d]);
-                s[j] = acc;
-            }
-        } else {
-            for (uint32_t j = 0; j < n_kv; j++) {
-                const float *kr = (const float *)(kl + ((size_t)j * KD + kvh * hd) * 4);
-                float acc = 0.0f;
-                for (uint32_t d = 0; d < hd; d++)
-                    acc += kr[d] * qh[d];
-                s[j] = acc;
-            }
-        }
-        /* softmax(s * scale): max, exp(x - max) summed in double, then one
-         * multiplication by the reciprocal of the sum, as ggml_soft_max. */
-        float mx = -INFINITY;
-        for (uint32_t j = 0; j < n_kv; j++) {
-            s[j] *= scale;
-            if (s[j] > mx)
-                mx = s[j];
-        }
-        double sum = 0.0;
-        for (uint32_t j = 0; j < n_kv; j++) {
-            s[j] = expf(s[j] - mx);
-            sum += (double)s[j];
-        }
-        const float inv = (float)(1.0 / sum);
+    const uint32_t used = c->n_past + n;
+    uint32_t n_kv = round_up(used, 64);
+    if (n_kv > c->n_ctx)
+        n_kv = c->n_ctx;
+    const size_t es = c->kv_elt;
+    const uint8_t *kl = c->k_cache + (size_t)il * c->n_ctx * KD * es;
+    const uint8_t *vl = c->v_cache + (size_t)il * c->n_ctx * VD * es;
+    for (uint32_t kvh = 0; kvh < hp->n_head_kv; kvh++) {
+        /* gather this kv head's keys (rows) and values (transposed) */
         for (uint32_t j = 0; j < n_kv; j++)
-            s[j] *= inv;
-        float *o = out + (size_t)h * hdv;
-        memset(o, 0, hdv * sizeof(float));
-        if (c->kv_type == ICA_F16) {
-            for (uint32_t j = 0; j < n_kv; j++)
-                c->p16[j] = kern_f32_to_f16(s[j]);
-            for (uint32_t j = 0; j < n_kv; j++) {
-                const float p = kern_f16_to_f32(c->p16[j]);
-                const uint16_t *vr = (const uint16_t *)(vl + ((size_t)j * VD + kvh * hdv) * 2);
+            memcpy((uint8_t *)c->kh + (size_t)j * hd * es, kl + ((size_t)j * KD + kvh * hd) * es,
+                   hd * es);
+        for (uint32_t j = 0; j < n_kv; j++) {
+            const uint8_t *vr = vl + ((size_t)j * VD + kvh * hdv) * es;
+            if (es == 4)
                 for (uint32_t d = 0; d < hdv; d++)
-                    o[d] += p * kern_f16_to_f32(vr[d]);
-            }
-        } else {
-            for (uint32_t j = 0; j < n_kv; j++) {
-                const float p = s[j];
-                const float *vr = (const float *)(vl + ((size_t)j * VD + kvh * hdv) * 4);
+                    ((float *)c->vt)[(size_t)d * n_kv + j] = ((const float *)vr)[d];
+            else
                 for (uint32_t d = 0; d < hdv; d++)
-                    o[d] += p * vr[d];
+                    ((uint16_t *)c->vt)[(size_t)d * n_kv + j] = ((const uint16_t *)vr)[d];
+        }
+        for (uint32_t h = kvh * group; h < (kvh + 1) * group; h++) {
+            for (uint32_t t = 0; t < n; t++)
+                memcpy(c->qh + (size_t)t * hd, c->q + t * QD + (size_t)h * hd, hd * sizeof(float));
+            /* Batched like llama.cpp: sgemm for a prompt, vector dots for one token. */
+            kern_matmul(c->pool, c->kv_type, c->kh, n_kv, hd, c->qh, n, c->kq, c->mm_scratch);
+            for (uint32_t t = 0; t < n; t++) {
+                float *row = c->kq + (size_t)t * n_kv;
+                const uint32_t pos = c->n_past + t;
+                for (uint32_t j = 0; j < n_kv; j++)
+                    row[j] = j <= pos ? row[j] * scale : -INFINITY;
+                softmax(row, row, n_kv);
             }
+            kern_matmul(c->pool, c->kv_type, c->vt, hdv, n_kv, c->kq, n, c->oh, c->mm_scratch);
+            for (uint32_t t = 0; t < n; t++)
+                memcpy(c->att + t * OD + (size_t)h * hdv, c->oh + (size_t)t * hdv,
+                       hdv * sizeof(float));
         }
     }
 }
@@ -337,29 +383,20 @@ static void store_kv(struct model_ctx *c, uint32_t il, uint32_t pos, const float
 
 /* Mixture of experts for one token (llama.cpp build_moe_ffn with softmax
  * gating and normalised top-k weights): probabilities over all experts, the
- * n_expert_used largest (ties to the lower index), renormalised, and the
- * weighted sum of the selected experts' SwiGLU outputs. */
+ * n_expert_used largest (ties to the lower index), divided by their sum (in
+ * double, as ggml_sum_rows), and the weighted sum of the selected experts'
+ * SwiGLU outputs in rank order. */
 static void moe_token(struct model_ctx *c, const struct model_layer *L, const float *h,
                       float *out) {
     const struct model_hparams *hp = &c->m->hp;
     const uint32_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd, F = hp->n_ff;
     float *r = c->router;
     matmul(c, &L->ffn_gate_inp, X, E, h, 1, r);
-    float mx = -INFINITY;
-    for (uint32_t e = 0; e < X; e++)
-        mx = r[e] > mx ? r[e] : mx;
-    double sum = 0.0;
-    for (uint32_t e = 0; e < X; e++) {
-        r[e] = expf(r[e] - mx);
-        sum += (double)r[e];
-    }
-    const float inv = (float)(1.0 / sum);
-    for (uint32_t e = 0; e < X; e++)
-        r[e] *= inv;
+    softmax(r, r, X);
     int sel[64];
     float wsel[64];
-    uint32_t k_used = K < 64 ? K : 64;
-    float wsum = 0.0f;
+    const uint32_t k_used = K < 64 ? K : 64;
+    double wsum = 0.0;
     for (uint32_t k = 0; k < k_used; k++) {
         int best = -1;
         for (uint32_t e = 0; e < X; e++) {
@@ -371,9 +408,9 @@ static void moe_token(struct model_ctx *c, const struct model_layer *L, const fl
         }
         sel[k] = best;
         wsel[k] = r[best];
-        wsum += wsel[k];
+        wsum += (double)wsel[k];
     }
-    memset(out, 0, E * sizeof(float));
+    const float fsum = (float)wsum;
     for (uint32_t k = 0; k < k_used; k++) {
         const size_t e = (size_t)sel[k];
         struct model_weight g = L->ffn_gate_exps, u = L->ffn_up_exps, d = L->ffn_down_exps;
@@ -382,18 +419,19 @@ static void moe_token(struct model_ctx *c, const struct model_layer *L, const fl
         d.data = (const uint8_t *)d.data + e * d.row_size * E;
         matmul(c, &g, F, E, h, 1, c->gate);
         matmul(c, &u, F, E, h, 1, c->up);
-        for (uint32_t i = 0; i < F; i++)
-            c->gate[i] = silu(c->gate[i]) * c->up[i];
+        swiglu(c->gate, c->up, F);
         matmul(c, &d, E, F, c->gate, 1, c->moe_acc);
-        const float w = wsel[k] / wsum;
+        const float w = wsel[k] / fsum;
         for (uint32_t i = 0; i < E; i++)
-            out[i] += c->moe_acc[i] * w;
+            out[i] = k == 0 ? c->moe_acc[i] * w : out[i] + c->moe_acc[i] * w;
     }
 }
 
-/* One batch of n <= n_batch tokens at positions n_past.. */
+/* One batch of n <= n_batch tokens at positions n_past... n_out = rows whose
+ * logits are wanted (the last n_out tokens): as llama.cpp, the last layer's
+ * feed-forward part and the output head run only for those rows. */
 static void forward_batch(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *logits,
-                          bool all_logits) {
+                          uint32_t n_out) {
     const struct model *m = c->m;
     const struct model_hparams *hp = &m->hp;
     const int64_t E = hp->n_embd, F = hp->n_ff;
@@ -407,6 +445,7 @@ static void forward_batch(struct model_ctx *c, const int32_t *tokens, uint32_t n
             (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_size;
         m->tok_embd.traits->to_float(row, c->x + t * E, E);
     }
+    uint32_t rows = n; /* rows of the residual stream still computed */
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
         for (uint32_t t = 0; t < n; t++)
@@ -423,34 +462,40 @@ static void forward_batch(struct model_ctx *c, const int32_t *tokens, uint32_t n
             rope_apply(hp, c->rope, c->k + t * KD, (int)hp->n_head_kv);
             store_kv(c, il, c->n_past + t, c->k + t * KD, c->v + t * VD);
         }
-        for (uint32_t t = 0; t < n; t++)
-            attention(c, il, c->q + t * QD, c->n_past + t, c->att + t * OD);
+        attention(c, il, n);
         matmul(c, &L->wo, E, OD, c->att, n, c->tmp);
         add_bias(c->tmp, &L->bo, E, n);
-        for (int64_t i = 0; i < (int64_t)n * E; i++)
+        if (il == hp->n_layer - 1 && n_out < n) {
+            /* keep only the output rows (ggml_get_rows on cur and inpSA) */
+            if (n_out)
+                memmove(c->tmp, c->tmp + (size_t)(n - n_out) * E,
+                        (size_t)n_out * E * sizeof(float));
+            if (n_out)
+                memmove(c->x, c->x + (size_t)(n - n_out) * E, (size_t)n_out * E * sizeof(float));
+            rows = n_out;
+            if (!rows)
+                return;
+        }
+        for (int64_t i = 0; i < (int64_t)rows * E; i++)
             c->x[i] += c->tmp[i];
-        for (uint32_t t = 0; t < n; t++)
+        for (uint32_t t = 0; t < rows; t++)
             rms_norm(c->h + t * E, c->x + t * E, L->ffn_norm.data, E, hp->rms_eps);
         if (hp->n_expert == 0) {
-            matmul(c, &L->ffn_gate, F, E, c->h, n, c->gate);
-            matmul(c, &L->ffn_up, F, E, c->h, n, c->up);
-            for (int64_t i = 0; i < (int64_t)n * F; i++)
-                c->gate[i] = silu(c->gate[i]) * c->up[i];
-            matmul(c, &L->ffn_down, E, F, c->gate, n, c->tmp);
+            matmul(c, &L->ffn_gate, F, E, c->h, rows, c->gate);
+            matmul(c, &L->ffn_up, F, E, c->h, rows, c->up);
+            for (uint32_t t = 0; t < rows; t++)
+                swiglu(c->gate + (size_t)t * F, c->up + (size_t)t * F, F);
+            matmul(c, &L->ffn_down, E, F, c->gate, rows, c->tmp);
         } else {
-            for (uint32_t t = 0; t < n; t++)
+            for (uint32_t t = 0; t < rows; t++)
                 moe_token(c, L, c->h + t * E, c->tmp + t * E);
         }
-        for (int64_t i = 0; i < (int64_t)n * E; i++)
+        for (int64_t i = 0; i < (int64_t)rows * E; i++)
             c->x[i] += c->tmp[i];
     }
-    if (!logits)
-        return;
-    const uint32_t first = all_logits ? 0 : n - 1;
-    const uint32_t n_out = n - first;
-    for (uint32_t t = first; t < n; t++)
-        rms_norm(c->h + (t - first) * E, c->x + t * E, m->output_norm.data, E, hp->rms_eps);
-    matmul(c, &m->output, hp->n_vocab, E, c->h, n_out, logits);
+    for (uint32_t t = 0; t < rows; t++)
+        rms_norm(c->h + t * E, c->x + t * E, m->output_norm.data, E, hp->rms_eps);
+    matmul(c, &m->output, hp->n_vocab, E, c->h, rows, logits);
 }
 
 int model_eval(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *logits,
@@ -465,18 +510,21 @@ int model_eval(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *lo
     for (uint32_t i = 0; i < n; i++)
         if (tokens[i] < 0 || (uint32_t)tokens[i] >= hp->n_vocab)
             return ica_seterr(err, ICA_ERR_ARG,
-                              "token id %d at position %u is outside the "
-                              "vocabulary (0..%u)",
+                              "token id %d at position %u is outside the vocabulary (0..%u)",
                               tokens[i], i, hp->n_vocab - 1);
     for (uint32_t done = 0; done < n;) {
-        uint32_t nb = n - done < c->n_batch ? n - done : c->n_batch;
+        const uint32_t nb = n - done < c->n_batch ? n - done : c->n_batch;
         const bool last_chunk = done + nb == n;
         float *out = NULL;
-        if (logits && all_logits)
+        uint32_t n_out = 0;
+        if (logits && all_logits) {
             out = logits + (size_t)done * hp->n_vocab;
-        else if (logits && last_chunk)
+            n_out = nb;
+        } else if (logits && last_chunk) {
             out = logits;
-        forward_batch(c, tokens + done, nb, out, all_logits);
+            n_out = 1;
+        }
+        forward_batch(c, tokens + done, nb, out, n_out);
         c->n_past += nb;
         done += nb;
     }
