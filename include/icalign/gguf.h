@@ -168,6 +168,13 @@ ICA_API int gguf_writer_add_tensor_ref(struct gguf_writer *w, const char *name, 
                                        uint32_t n_dims, const int64_t *ne, const void *data,
                                        size_t nbytes);
 /* Writes version-3 GGUF (alignment from general.alignment if set, else 32). */
+/* Tensor whose nbytes of data gen produces at write time, one tensor at a
+ * time, so that multi-GB files are written without holding them in memory.
+ * gen returns ICA_OK or an error code that aborts the write. */
+typedef int (*gguf_tensor_gen_fn)(void *ud, const char *name, void *buf, size_t nbytes);
+ICA_API int gguf_writer_add_tensor_gen(struct gguf_writer *w, const char *name, uint32_t type,
+                                       uint32_t n_dims, const int64_t *ne, size_t nbytes,
+                                       gguf_tensor_gen_fn gen, void *ud);
 ICA_API int gguf_writer_write(struct gguf_writer *w, const char *path, struct ica_error *err);
 
 #endif

@@ -99,11 +99,16 @@ struct model_synth_config {
     float rope_base;                  /* 0 = 10000 */
     float rope_linear;                /* linear rope scaling factor, 0 = none */
     uint64_t seed;
+    const char *vocab_from; /* copy tokenizer.* metadata from this GGUF (its token count must
+                               equal n_vocab); NULL = a synthetic SentencePiece vocabulary */
 };
 
 /* Writes a random-weight model of the given shape as GGUF (weights uniform
  * with variance 1/fan_in, norm weights 1 + noise), quantized with kern's
- * quantizers. Tokenizer metadata is not written. */
+ * quantizers, one tensor at a time (multi-GB files need little memory).
+ * Tokenizer metadata: copied from cfg->vocab_from, or a synthetic
+ * SentencePiece vocabulary (<unk> <s> </s>, 256 byte tokens, filler pieces)
+ * that llama.cpp also loads. */
 ICA_API int model_synth_write(const char *path, const struct model_synth_config *cfg,
                               struct ica_error *err) ICA_WUR;
 

@@ -22,6 +22,7 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_prompt(int argc, char **argv);
 int cmd_demos(int argc, char **argv);
+int cmd_synth(int argc, char **argv);
 
 /* Prints "icalign: <msg>\n" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

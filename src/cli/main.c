@@ -19,6 +19,7 @@ static const struct cli_cmd g_cmds[] = {
     {"prompt", "print the exact URIAL prompt for a query or conversation", cmd_prompt},
     {"demos", "show, compose and transform demonstration sets (ablations)", cmd_demos},
     {"score", "MT-Bench averages and AlpacaEval (LC) win rates from judge outputs", cmd_score},
+    {"synth", "write a random-weight model of a real shape (speed work)", cmd_synth},
 };
 
 static void usage(FILE *fp) {

@@ -40,7 +40,7 @@ struct sampler *sampler_new(const struct sampler_params *p, uint32_t n_vocab,
     s->n_vocab = n_vocab;
     s->in_prompt = calloc(n_vocab, 1);
     s->out_count = calloc(n_vocab, sizeof *s->out_count);
-    s->touched = malloc(n_vocab * sizeof *s->touched);
+    s->touched = calloc(n_vocab, sizeof *s->touched);
     s->idx = malloc(n_vocab * sizeof *s->idx);
     s->prob = malloc(n_vocab * sizeof *s->prob);
     if (!s->in_prompt || !s->out_count || !s->touched || !s->idx || !s->prob) {

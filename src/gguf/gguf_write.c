@@ -21,7 +21,9 @@ struct wtensor {
     uint32_t n_dims;
     int64_t ne[4];
     const void *data;
-    void *owned; /* copy of data, or NULL when borrowed */
+    void *owned;            /* copy of data, or NULL when borrowed */
+    gguf_tensor_gen_fn gen; /* produces the data at write time (data == NULL) */
+    void *gen_ud;
     size_t nbytes;
     uint64_t offset;
 };
@@ -240,7 +242,7 @@ int gguf_writer_set_raw(struct gguf_writer *w, const char *key, enum gguf_vtype 
 
 static int add_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
                       const int64_t *ne, const void *data, size_t nbytes, bool copy) {
-    if (!w || !name || !ne || n_dims < 1 || n_dims > 4 || (nbytes && !data))
+    if (!w || !name || !ne || n_dims < 1 || n_dims > 4 || (nbytes && !data && copy))
         return ICA_ERR_ARG;
     size_t nlen = strlen(name);
     if (nlen == 0 || nlen > GGUF_MAX_NAME)
@@ -294,6 +296,19 @@ static int add_tensor(struct gguf_writer *w, const char *name, uint32_t type, ui
     }
     w->ts[w->n_t++] = t;
     return ICA_OK;
+}
+
+int gguf_writer_add_tensor_gen(struct gguf_writer *w, const char *name, uint32_t type,
+                               uint32_t n_dims, const int64_t *ne, size_t nbytes,
+                               gguf_tensor_gen_fn gen, void *ud) {
+    if (!gen)
+        return ICA_ERR_ARG;
+    int rc = add_tensor(w, name, type, n_dims, ne, NULL, nbytes, false);
+    if (rc == ICA_OK) {
+        w->ts[w->n_t - 1].gen = gen;
+        w->ts[w->n_t - 1].gen_ud = ud;
+    }
+    return rc;
 }
 
 int gguf_writer_add_tensor(struct gguf_writer *w, const char *name, uint32_t type, uint32_t n_dims,
@@ -409,9 +424,26 @@ int gguf_writer_write(struct gguf_writer *w, const char *path, struct ica_error 
         out_u64(&o, t->offset);
     }
     out_pad(&o, align);
-    for (size_t i = 0; i < w->n_t && !o.failed; i++) {
-        out_put(&o, w->ts[i].data, w->ts[i].nbytes);
+    int gen_rc = ICA_OK;
+    for (size_t i = 0; i < w->n_t && !o.failed && gen_rc == ICA_OK; i++) {
+        const struct wtensor *t = &w->ts[i];
+        if (t->gen) {
+            /* One tensor at a time: a multi-GB model never sits in memory whole. */
+            void *buf = malloc(t->nbytes ? t->nbytes : 1);
+            if (!buf)
+                gen_rc = ICA_ERR_NOMEM;
+            else if ((gen_rc = t->gen(t->gen_ud, t->name, buf, t->nbytes)) == ICA_OK)
+                out_put(&o, buf, t->nbytes);
+            free(buf);
+        } else {
+            out_put(&o, t->data, t->nbytes);
+        }
         out_pad(&o, align);
+    }
+    if (gen_rc != ICA_OK) {
+        fclose(o.fp);
+        remove(path);
+        return ica_seterr(err, gen_rc, "%s: producing tensor data failed", path);
     }
     int e = o.failed;
     if (fclose(o.fp) != 0 && !e)
