@@ -18,8 +18,12 @@ static const struct cli_cmd g_cmds[] = {
     {"detokenize", "token ids back to text", cmd_detokenize},
     {"prompt", "print the exact URIAL prompt for a query or conversation", cmd_prompt},
     {"demos", "show, compose and transform demonstration sets (ablations)", cmd_demos},
+    {"answer", "answer MT-Bench, AlpacaEval or a JSONL file into a resumable run", cmd_answer},
+    {"chat", "interactive multi-turn chat with a base model through URIAL", cmd_chat},
+    {"pull", "download a base model GGUF (resume, sha256 check)", cmd_pull},
     {"score", "MT-Bench averages and AlpacaEval (LC) win rates from judge outputs", cmd_score},
     {"synth", "write a random-weight model of a real shape (speed work)", cmd_synth},
+    {"complete", "one completion or chat request to a server or a local model", cmd_complete},
 };
 
 static void usage(FILE *fp) {
