@@ -22,6 +22,9 @@ int cmd_detokenize(int argc, char **argv);
 int cmd_score(int argc, char **argv);
 int cmd_prompt(int argc, char **argv);
 int cmd_demos(int argc, char **argv);
+int cmd_answer(int argc, char **argv);
+int cmd_chat(int argc, char **argv);
+int cmd_pull(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_complete(int argc, char **argv);
 
@@ -113,5 +116,22 @@ int cli_backend_opts_parse(struct cli_backend_opts *o, int ch, const char *arg);
 /* Opens the backend the options name; prints the error and returns an exit
  * code (0 = ok). */
 int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend **out);
+
+/* ---- answer / chat / pull helpers (progress.c) ---- */
+/* Progress bar on stderr, drawn only when stderr is a terminal: done/total, ETA and tokens/s
+ * (or bytes and bytes/s), at most 10 frames per second, one write() per frame. */
+struct cli_progress {
+    const char *label;
+    uint64_t total, done, tokens, base;
+    bool bytes, enabled, drawn;
+    double t0, last;
+};
+void cli_progress_init(struct cli_progress *p, const char *label, uint64_t total, bool bytes);
+void cli_progress_update(struct cli_progress *p, uint64_t done, uint64_t tokens, bool force);
+void cli_progress_end(struct cli_progress *p);
+/* Finds <shared>/<rel> ($ICALIGN_SHARED, ../shared, or beside the binary's checkout). */
+bool cli_shared_path(char *buf, size_t n, const char *rel);
+/* Copy of s[0..len) with invalid UTF-8 (and NUL) replaced by U+FFFD; malloc'd. */
+char *cli_utf8_sanitize(const char *s, size_t len);
 
 #endif
