@@ -1,5 +1,6 @@
 /* Local backend: the embedded engine behind the backend interface. */
 #include "icalign/backend_local.h"
+#include "icalign/chat_template.h"
 #include "icalign/engine.h"
 #include "icalign/model.h"
 #include "icalign/tok.h"
@@ -17,6 +18,11 @@ struct local {
     struct model *model;
     struct tok_vocab *vocab;
     struct model_ctx *ctx;
+    /* Chat template for chat requests (NULL until the first chat request
+     * finds one); owned when loaded from a file. */
+    const struct chat_template *tmpl;
+    struct chat_template *tmpl_owned;
+    bool tmpl_looked_up;
     /* Tokens whose keys/values are in the context, in order. */
     int32_t *cached;
     uint32_t n_cached;
@@ -46,16 +52,69 @@ static bool on_text(void *ud, const char *text, size_t len) {
     return s->fn(s->ud, s->i, text, len);
 }
 
-/* Renders and tokenizes one request. Chat messages need a chat template,
- * which arrives with the chat-template module; until then they are refused. */
+/* The chat template: --chat-template NAME or FILE, else the model's
+ * tokenizer.chat_template recognised by fingerprint. */
+static int find_template(struct local *l, struct ica_error *err) {
+    if (l->tmpl_looked_up)
+        return l->tmpl ? ICA_OK
+                       : ica_seterr(err, ICA_ERR_UNSUPPORTED,
+                                    "%s: no chat template (give --chat-template %s or a file)",
+                                    l->path, chat_template_names());
+    l->tmpl_looked_up = true;
+    const char *want = l->opt.chat_template;
+    if (want && strcmp(want, "auto") != 0) {
+        l->tmpl = chat_template_from_name(want);
+        if (!l->tmpl) {
+            int rc = chat_template_load(want, &l->tmpl_owned, err);
+            if (rc != ICA_OK)
+                return rc;
+            l->tmpl = l->tmpl_owned;
+        }
+        return ICA_OK;
+    }
+    struct gguf_str js;
+    if (gguf_get_str(model_gguf(l->model), "tokenizer.chat_template", &js) == ICA_OK) {
+        char *jinja = malloc(js.len + 1);
+        if (!jinja)
+            return ica_seterr(err, ICA_ERR_NOMEM, "out of memory");
+        memcpy(jinja, js.ptr, js.len);
+        jinja[js.len] = '\0';
+        l->tmpl = chat_template_detect(jinja);
+        free(jinja);
+    }
+    if (!l->tmpl)
+        return ica_seterr(err, ICA_ERR_UNSUPPORTED,
+                          "%s: the model's chat template is missing or not recognised (give "
+                          "--chat-template %s or a file)",
+                          l->path, chat_template_names());
+    return ICA_OK;
+}
+
+static const char *token_text(const struct tok_vocab *v, int32_t id) {
+    return id >= 0 ? tok_text(v, id, NULL) : "";
+}
+
+/* Renders and tokenizes one request: raw prompts as they are (BOS per the
+ * vocabulary, special-token text not parsed); chat messages through the chat
+ * template, whose special tokens are parsed as control tokens and whose own
+ * BOS text replaces the vocabulary's. */
 static int request_tokens(struct local *l, const struct backend_request *r, int32_t **ids,
                           size_t *n, struct ica_error *err) {
-    if (!r->prompt)
-        return ica_seterr(err, ICA_ERR_UNSUPPORTED,
-                          "%s: chat requests need a chat template (not available for local "
-                          "models yet)",
-                          l->path);
-    return tok_tokenize(l->vocab, r->prompt, strlen(r->prompt), true, false, ids, n, err);
+    if (r->prompt)
+        return tok_tokenize(l->vocab, r->prompt, strlen(r->prompt), true, false, ids, n, err);
+    int rc = find_template(l, err);
+    if (rc != ICA_OK)
+        return rc;
+    char *text = NULL;
+    rc = chat_template_render(l->tmpl, r->messages, r->n_messages, true,
+                              token_text(l->vocab, tok_bos(l->vocab)),
+                              token_text(l->vocab, tok_eos(l->vocab)), &text, err);
+    if (rc != ICA_OK)
+        return rc;
+    const bool add_special = !chat_template_leading_bos(l->tmpl);
+    rc = tok_tokenize(l->vocab, text, strlen(text), add_special, true, ids, n, err);
+    free(text);
+    return rc;
 }
 
 static int run_one(struct local *l, const struct backend_request *r, size_t i,
@@ -193,6 +252,7 @@ static void local_free(struct backend *b) {
     model_ctx_free(l->ctx);
     tok_vocab_free(l->vocab);
     model_free(l->model);
+    chat_template_free(l->tmpl_owned);
     free(l->cached);
     free(l->path);
     free(l);

@@ -94,12 +94,13 @@ bool sse_feed(struct sse_parser *p, const char *buf, size_t len, sse_event_fn fn
             p->bom_checked = true;
             size_t keep = p->line_len;
             p->line_len = 0;
-            static const char bomc[3] = {(char)0xEF, (char)0xBB, (char)0xBF};
             if (!grow(&p->line, &p->line_cap, keep + i + 1)) {
                 p->failed = true;
                 return false;
             }
-            memcpy(p->line, bomc, keep + i);
+            /* keep + i < 3 here: a proper prefix of the BOM */
+            for (size_t k = 0; k < keep + i && k < 3; k++)
+                p->line[k] = (char)bom[k];
             p->line_len = keep + i;
         } else {
             /* every byte so far matches a BOM prefix: remember how many */

@@ -2,6 +2,7 @@
 #include "cli.h"
 
 #include "icalign/backend_local.h"
+#include "icalign/remote.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -70,13 +71,26 @@ int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend
     *out = NULL;
     if (o->n_base_urls) {
         /* With --base-url, -m/--model names the server's model (OpenAI style). */
-        if (!o->remote_model)
-            o->remote_model = o->local.path;
-        cli_error("%s: remote backends (--base-url) are not available in this build yet", cmd);
-        return 2;
+        struct remote_options ro;
+        remote_options_init(&ro);
+        ro.base_urls = o->base_urls;
+        ro.n_base_urls = (size_t)o->n_base_urls;
+        ro.model = o->remote_model ? o->remote_model : o->local.path;
+        ro.api_key_file = o->api_key_file;
+        ro.concurrency = o->concurrency;
+        ro.timeout_s = o->timeout_s;
+        if (!ro.model) {
+            cli_error("%s: --base-url needs the server's model name: -m NAME", cmd);
+            return 2;
+        }
+        if (remote_backend_new(&ro, out, &err) != ICA_OK) {
+            cli_error("%s: %s", cmd, err.msg);
+            return 1;
+        }
+        return 0;
     }
     if (!o->local.path) {
-        cli_error("%s: name a model: -m MODEL.gguf or --base-url URL --remote-model NAME", cmd);
+        cli_error("%s: name a model: -m MODEL.gguf, or --base-url URL -m NAME", cmd);
         return 2;
     }
     struct local_options lo = local_default_options();

@@ -118,11 +118,46 @@ static void test_errors(void **state) {
     backend_free(b);
 }
 
+static void test_chat(void **state) {
+    (void)state;
+    struct backend *b = open_stories();
+    struct backend_message msgs[] = {{BACKEND_SYSTEM, "You are a storyteller."},
+                                     {BACKEND_USER, "Tell me about Lily."}};
+    struct backend_request r;
+    memset(&r, 0, sizeof r);
+    r.messages = msgs;
+    r.n_messages = 2;
+    r.sampling = backend_default_sampling();
+    r.max_tokens = 8;
+    struct backend_result res;
+    struct ica_error err = {0};
+    /* stories260K has no chat template: a clear error naming the way out */
+    assert_int_equal(backend_complete1(b, &r, NULL, NULL, &res, &err), ICA_ERR_UNSUPPORTED);
+    assert_non_null(strstr(err.msg, "--chat-template"));
+    backend_free(b);
+
+    char path[1024];
+    tu_require_shared(path, sizeof path, "fixtures/stories260K/stories260K.gguf");
+    struct local_options o = local_default_options();
+    o.model_path = path;
+    o.chat_template = "chatml";
+    assert_int_equal(local_backend_new(&o, &b, &err), ICA_OK);
+    assert_int_equal(backend_complete1(b, &r, NULL, NULL, &res, &err), ICA_OK);
+    /* the rendered conversation is longer than the two messages alone */
+    assert_true(res.prompt_tokens > 20);
+    assert_true(res.completion_tokens <= 8);
+    const int64_t plain = backend_count_tokens(b, "You are a storyteller. Tell me about Lily.");
+    assert_true(plain > 0 && res.prompt_tokens > (uint32_t)plain);
+    backend_result_free(&res);
+    backend_free(b);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_prefix_reuse_is_exact),
         cmocka_unit_test(test_stop_and_logprobs),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_chat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
