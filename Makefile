@@ -4,7 +4,6 @@ SHARED ?= $(abspath ../shared)
 JOBS   ?= $(shell nproc 2>/dev/null || echo 2)
 CMAKE_FLAGS ?=
 MODEL  ?=
-PROMPT ?= Once upon a time
 ICALIGN = build/icalign
 
 .PHONY: all build test test-fast test-asan demo bench fuzz clang format format-check clean
@@ -27,10 +26,10 @@ test-asan:
 	@cmake --build build-asan -j $(JOBS)
 	cd build-asan && ctest --output-on-failure -j $(JOBS)
 
-# Until the alignment commands land, the demo generates from a base model:
-# MODEL=path.gguf (default: the stories260K fixture when ../shared is present).
+# Answers three MT-Bench questions with the URIAL demonstrations: MODEL=path.gguf, else the
+# default base model once `build/icalign pull` has downloaded it, else the stories260K fixture.
 demo: build
-	@sh tools/demo.sh "$(ICALIGN)" "$(MODEL)" "$(SHARED)" "$(PROMPT)"
+	@sh tools/demo.sh "$(ICALIGN)" "$(MODEL)" "$(SHARED)"
 
 bench: build
 	@sh tools/bench.sh "$(ICALIGN)" "$(SHARED)"
