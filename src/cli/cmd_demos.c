@@ -3,17 +3,21 @@
 
 #include "icalign/align.h"
 
+#include "icalign/tok.h"
+
 #include <getopt.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 static void help(FILE *fp) {
-    fprintf(fp, "usage: icalign demos show SPEC\n"
+    fprintf(fp, "usage: icalign demos show SPEC [-m MODEL.gguf]\n"
                 "       icalign demos write SPEC [-o OUT]\n"
                 "       icalign demos transform --variant V [--shift +1|-1] [--answers POOL]\n"
                 "                               [--queries POOL] [--seed S] [-o OUT] IN\n\n"
-                "show       lists the demonstrations of a set: index, id, source, characters\n"
+                "show       lists the demonstrations of a set: index, id, source, characters;\n"
+                "           with -m, the token count of the rendered prefix in that model's\n"
+                "           tokenizer (BOS included when the vocabulary adds it)\n"
                 "write      writes the composed set as a URIAL-format prompt file\n"
                 "transform  applies an ablation of METHOD.md §3.3 and writes the result:\n"
                 "           correct         unchanged\n"
@@ -76,7 +80,27 @@ static void preview(const char *q, char *out, size_t cap) {
         o--;
 }
 
-static int show(const char *spec) {
+/* Tokens of text in the tokenizer of a GGUF file (only the vocabulary is read). */
+static long count_tokens(const char *model, const char *text, size_t len) {
+    struct ica_error err = {0};
+    struct tok_vocab *v = NULL;
+    if (tok_vocab_load(model, &v, &err) != ICA_OK) {
+        cli_error("%s", err.msg);
+        return -1;
+    }
+    int32_t *ids = NULL;
+    size_t n = 0;
+    long r = -1;
+    if (tok_tokenize(v, text, len, true, false, &ids, &n, &err) == ICA_OK)
+        r = (long)n;
+    else
+        cli_error("%s", err.msg);
+    free(ids);
+    tok_vocab_free(v);
+    return r;
+}
+
+static int show(const char *spec, const char *model) {
     struct ica_error err = {0};
     struct align_set *s = NULL;
     if (align_spec_load(spec, &s, &err) != ICA_OK) {
@@ -100,8 +124,19 @@ static int show(const char *spec) {
     printf("demos:   %zu\n", align_set_count(s));
     if (bridge)
         printf("bridge:  before demo %zu (%zu chars)\n", at, utf8_chars(bridge));
-    printf("prefix:  %zu bytes, %zu chars (tokens: use the model's tokenizer)\n", plen,
-           utf8_chars(prefix));
+    if (model) {
+        const long nt = count_tokens(model, prefix, plen);
+        if (nt < 0) {
+            free(prefix);
+            align_set_free(s);
+            return 1;
+        }
+        printf("prefix:  %zu bytes, %zu chars, %ld tokens (%s)\n", plen, utf8_chars(prefix), nt,
+               model);
+    } else {
+        printf("prefix:  %zu bytes, %zu chars (give -m MODEL.gguf for the token count)\n", plen,
+               utf8_chars(prefix));
+    }
     free(prefix);
     if (align_set_count(s))
         printf("\n%4s  %-24s  %-22s  %7s  %7s  %s\n", "#", "id", "source", "q.chars", "a.chars",
@@ -216,11 +251,21 @@ int cmd_demos(int argc, char **argv) {
     if (!strcmp(sub, "transform"))
         return transform(argc - 1, argv + 1);
     if (!strcmp(sub, "show")) {
-        if (argc != 3) {
-            cli_error("demos show: need exactly one SPEC");
+        const char *spec = NULL, *model = NULL;
+        bool extra = false;
+        for (int i = 2; i < argc; i++) {
+            if ((!strcmp(argv[i], "-m") || !strcmp(argv[i], "--model")) && i + 1 < argc)
+                model = argv[++i];
+            else if (!spec)
+                spec = argv[i];
+            else
+                extra = true;
+        }
+        if (!spec || extra) {
+            cli_error("demos show: need exactly one SPEC (and optionally -m MODEL.gguf)");
             return 2;
         }
-        return show(argv[2]);
+        return show(spec, model);
     }
     if (!strcmp(sub, "write")) {
         const char *out_path = NULL, *spec = NULL;

@@ -68,7 +68,8 @@ static int mkdirs(const char *dir) {
 
 static bool read_sidecar(const char *path, char hex[65]) {
     char sc[4200];
-    snprintf(sc, sizeof sc, "%s.sha256", path);
+    if (snprintf(sc, sizeof sc, "%s.sha256", path) >= (int)sizeof sc)
+        return false;
     FILE *fp = fopen(sc, "r");
     if (!fp)
         return false;
@@ -79,7 +80,8 @@ static bool read_sidecar(const char *path, char hex[65]) {
 
 static void write_sidecar(const char *path, const char *hex) {
     char sc[4200];
-    snprintf(sc, sizeof sc, "%s.sha256", path);
+    if (snprintf(sc, sizeof sc, "%s.sha256", path) >= (int)sizeof sc)
+        return;
     FILE *fp = fopen(sc, "w");
     if (!fp)
         return;

@@ -71,6 +71,11 @@ check "unsupervised 5" "$icl/unsupervised/urial.unsupervised.5.examples.txt" --v
 "$bin" demos write "$icl/greedy/urial.greedy.50.examples.txt" | cmp -s - "$icl/greedy/urial.greedy.50.examples.txt" &&
     ok "write round trip" || bad "write round trip"
 "$bin" demos show default | grep -q '^demos: *3$' && ok "show default" || bad "show default"
+# token count of the rendered URIAL prefix equals llama.cpp's (ids recorded in tests/data)
+spm=$shared/fixtures/tokenizer/ggml-vocab-llama-spm.gguf
+want=$(wc -w <"$(dirname "$0")/../data/urial.llama-spm.ids")
+"$bin" demos show "$icl/urial.txt" -m "$spm" | grep -q "^prefix: .* $want tokens" &&
+    ok "prefix token count ($want)" || bad "prefix token count"
 
 # 4. errors are clear and non-zero
 printf '# Rules\n\n# Query:\n```\nunterminated\n' >"$tmp/bad.txt"
