@@ -38,7 +38,9 @@
  * F32/F16/BF16 dots mirror ggml_vec_dot_* of an AVX-512 build lane for lane:
  *  - F32: GGML_F32_STEP 64 = 4 accumulators x 16 lanes of fused multiply-add,
  *    tree reduction (acc0+acc2, acc1+acc3, then +, then _mm512_reduce_add_ps
- *    halving 16->8->4->2->1), leftovers fused into the float sum.
+ *    halving 16->8->4->2->1), leftovers added to the float sum one rounded
+ *    product at a time (not fused: gcc turns that loop into an in-order
+ *    vector reduction).
  *  - F16: the F32Cx16 path (no AVX512-FP16 assumed): same lane structure on
  *    converted values, reduced result and leftovers summed in double.
  *  - BF16: the AVX512-BF16 path (_mm512_dpbf16_ps, two accumulators over 64
@@ -125,8 +127,13 @@ static void vec_dot_f32(int64_t n, float *s, const void *vx, const void *vy) {
             for (int l = 0; l < 16; l++)
                 acc[j][l] = fmaf(x[i + 16 * j + l], y[i + 16 * j + l], acc[j][l]);
     float sumf = reduce_4x16(acc);
-    for (int64_t i = np; i < n; i++)
-        sumf = fmaf(x[i], y[i], sumf);
+    /* gcc vectorizes this leftover loop as an in-order (fold-left)
+     * reduction: the products are rounded, then added one by one, so no
+     * multiply-add is fused here (checked against llama.cpp's KQ values). */
+    for (int64_t i = np; i < n; i++) {
+        const float p = x[i] * y[i];
+        sumf = sumf + p;
+    }
     *s = sumf;
 }
 

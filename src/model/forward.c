@@ -237,8 +237,10 @@ static void rope_apply(const struct model_hparams *hp, const float *cache, float
             const uint32_t a = hp->rope_neox ? i0 / 2 : i0;
             const uint32_t b = hp->rope_neox ? i0 / 2 + nr / 2 : i0 + 1;
             const float x0 = v[a], x1 = v[b];
-            v[a] = x0 * cs - x1 * sn;
-            v[b] = x0 * sn + x1 * cs;
+            /* ggml's rotate_pairs as gcc contracts it (gnu++17): the first
+             * product of each expression is fused, the second rounded. */
+            v[a] = fmaf(x0, cs, -(x1 * sn));
+            v[b] = fmaf(x0, sn, x1 * cs);
         }
     }
 }
@@ -346,8 +348,12 @@ static void attention(struct model_ctx *c, uint32_t il, uint32_t n) {
         for (uint32_t h = kvh * group; h < (kvh + 1) * group; h++) {
             for (uint32_t t = 0; t < n; t++)
                 memcpy(c->qh + (size_t)t * hd, c->q + t * QD + (size_t)h * hd, hd * sizeof(float));
-            /* Batched like llama.cpp: sgemm for a prompt, vector dots for one token. */
-            kern_matmul(c->pool, c->kv_type, c->kh, n_kv, hd, c->qh, n, c->kq, c->mm_scratch);
+            /* KQ: llama.cpp's q view (permuted, not contiguous for n > 1) never
+             * takes the sgemm path, so every token is a vec_dot over head_dim. */
+            for (uint32_t t = 0; t < n; t++)
+                kern_matmul(c->pool, c->kv_type, c->kh, n_kv, hd, c->qh + (size_t)t * hd, 1,
+                            c->kq + (size_t)t * n_kv, c->mm_scratch);
+            /* KQV: contiguous probabilities, sgemm for several tokens. */
             for (uint32_t t = 0; t < n; t++) {
                 float *row = c->kq + (size_t)t * n_kv;
                 const uint32_t pos = c->n_past + t;
