@@ -14,6 +14,7 @@
 #include "icalign/common.h"
 #include "icalign/dtype.h"
 
+#include <stdbool.h>
 #include <stdint.h>
 
 /* Dequantizes k elements (k multiple of the block size) of x to y. */
@@ -60,6 +61,24 @@ ICA_API size_t kern_matmul_scratch_size(uint32_t wtype, int64_t n_cols, int64_t 
  * must be a multiple of its block size (checked by the caller). */
 ICA_API void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
                              const float *x, int64_t n_tok, float *y, void *scratch);
+
+/* Summation order of a product. llama.cpp picks it by batch size (one token:
+ * vector dots; several: llamafile's sgemm, which adds F32/F16/BF16 products
+ * in another order); the forward pass may force one so that a token's result
+ * does not depend on what else shares its batch. */
+enum kern_order { KERN_ORDER_AUTO, KERN_ORDER_SINGLE, KERN_ORDER_BATCH };
+
+/* kern_matmul_ref with an explicit order. */
+ICA_API void kern_matmul_ref_ex(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
+                                const float *x, int64_t n_tok, float *y, void *scratch,
+                                enum kern_order order);
+/* Whether SINGLE and BATCH give different bits for this weight type and shape. */
+ICA_API bool kern_matmul_orders_differ(uint32_t wtype, int64_t n_rows, int64_t n_cols);
+/* kern_matmul with an explicit order (fast path when the order does not matter). */
+struct pool;
+ICA_API void kern_matmul_ex(struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
+                            int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch,
+                            enum kern_order order);
 
 /* The matrix product the forward pass uses: same contract and bit-identical
  * results as kern_matmul_ref for every thread count, spread over the

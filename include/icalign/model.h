@@ -84,6 +84,41 @@ ICA_API void model_ctx_truncate(struct model_ctx *c, uint32_t n);
 ICA_API int model_eval(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *logits,
                        bool all_logits, struct ica_error *err) ICA_WUR;
 
+/* ---- several sequences in one forward pass (the scheduler's interface) ---- */
+
+/* Where the forward pass reads and writes one sequence's keys and values:
+ * k/v return the n_head_kv*head_dim (head_dim_v) elements of position pos in
+ * layer il, in the context's KV type. Positions below the batch's first
+ * position of that sequence must already hold their values. */
+struct model_kv_view {
+    void *(*k)(void *ud, uint32_t il, uint32_t pos);
+    void *(*v)(void *ud, uint32_t il, uint32_t pos);
+    void *ud;
+};
+
+/* A batch: the tokens of one sequence are contiguous with consecutive
+ * positions. output marks rows whose logits are wanted (NULL = the last token
+ * of each sequence); decode marks generated tokens (NULL = none), which use
+ * the single-token summation order while prompt tokens use the batched one,
+ * so that results do not depend on batching or caching. */
+struct model_batch {
+    uint32_t n;
+    const int32_t *tokens;
+    const uint32_t *seq; /* index into the views */
+    const uint32_t *pos;
+    const bool *output;
+    const bool *decode;
+};
+
+/* One forward pass (n <= n_batch tokens, positions < n_ctx). logits gets
+ * n_vocab floats per output row, in batch order. Does not touch the
+ * context's own single-sequence cache (model_eval's). */
+ICA_API int model_forward(struct model_ctx *c, const struct model_kv_view *views, uint32_t n_views,
+                          const struct model_batch *b, float *logits,
+                          struct ica_error *err) ICA_WUR;
+ICA_API uint32_t model_ctx_n_batch(const struct model_ctx *c);
+ICA_API uint32_t model_ctx_kv_type(const struct model_ctx *c);
+
 /* ---- synthetic models (tests, benchmarks, `icalign synth`) ---- */
 
 struct model_synth_config {

@@ -869,6 +869,16 @@ static int sgemm_kind(uint32_t wtype, int64_t n_rows, int64_t n_cols, int64_t n_
 
 void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols, const float *x,
                      int64_t n_tok, float *y, void *scratch) {
+    kern_matmul_ref_ex(wtype, w, n_rows, n_cols, x, n_tok, y, scratch, KERN_ORDER_AUTO);
+}
+
+bool kern_matmul_orders_differ(uint32_t wtype, int64_t n_rows, int64_t n_cols) {
+    return sgemm_kind(wtype, n_rows, n_cols, 2) != 0;
+}
+
+void kern_matmul_ref_ex(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
+                        const float *x, int64_t n_tok, float *y, void *scratch,
+                        enum kern_order order) {
     const struct kern_traits *tr = kern_get_traits_ref(wtype);
     if (!tr || !tr->vec_dot)
         return;
@@ -881,7 +891,9 @@ void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_co
             qt->from_float(x + t * n_cols, (char *)scratch + (size_t)t * qrs, n_cols);
         act = scratch;
     }
-    const int sg = sgemm_kind(wtype, n_rows, n_cols, n_tok);
+    /* AUTO: llama.cpp's choice by batch size; SINGLE/BATCH force one order. */
+    const int64_t as_tok = order == KERN_ORDER_AUTO ? n_tok : order == KERN_ORDER_BATCH ? 2 : 1;
+    const int sg = sgemm_kind(wtype, n_rows, n_cols, as_tok);
     for (int64_t r = 0; r < n_rows; r++) {
         const char *wr = (const char *)w + (size_t)r * wrs;
         for (int64_t t = 0; t < n_tok; t++) {

@@ -30,24 +30,27 @@ struct model_ctx {
     uint8_t *k_cache; /* [n_layer][n_ctx][n_head_kv*head_dim] */
     uint8_t *v_cache; /* [n_layer][n_ctx][n_head_kv*head_dim_v] */
     /* scratch, sized for n_batch tokens */
-    float *x;          /* [B][n_embd] residual stream */
-    float *h;          /* [B][n_embd] normalized input of a block */
-    float *q;          /* [B][n_head*head_dim] */
-    float *k;          /* [B][n_head_kv*head_dim] */
-    float *v;          /* [B][n_head_kv*head_dim_v] */
-    float *att;        /* [B][n_head*head_dim_v] */
-    float *tmp;        /* [B][n_embd] */
-    float *gate;       /* [B][n_ff] */
-    float *up;         /* [B][n_ff] */
-    float *rope;       /* [head_dim] cos/sin cache */
-    float *router;     /* [n_expert] */
-    float *moe_acc;    /* [n_embd] */
-    void *kh;          /* [n_ctx][head_dim] one head's keys, contiguous (cache type) */
-    void *vt;          /* [head_dim_v][n_ctx] one head's values, transposed (cache type) */
-    float *qh;         /* [B][head_dim] one head's queries */
-    float *kq;         /* [B][n_ctx] scores, then probabilities */
-    float *oh;         /* [B][head_dim_v] one head's output */
-    void *mm_scratch;  /* activation rounding for every matrix product */
+    float *x;                /* [B][n_embd] residual stream */
+    float *h;                /* [B][n_embd] normalized input of a block */
+    float *q;                /* [B][n_head*head_dim] */
+    float *k;                /* [B][n_head_kv*head_dim] */
+    float *v;                /* [B][n_head_kv*head_dim_v] */
+    float *att;              /* [B][n_head*head_dim_v] */
+    float *tmp;              /* [B][n_embd] */
+    float *gate;             /* [B][n_ff] */
+    float *up;               /* [B][n_ff] */
+    float *rope;             /* [head_dim] cos/sin cache */
+    float *router;           /* [n_expert] */
+    float *moe_acc;          /* [n_embd] */
+    void *kh;                /* [n_ctx][head_dim] one head's keys, contiguous (cache type) */
+    void *vt;                /* [head_dim_v][n_ctx] one head's values, transposed (cache type) */
+    float *qh;               /* [B][head_dim] one head's queries */
+    float *kq;               /* [B][n_ctx] scores, then probabilities */
+    float *oh;               /* [B][head_dim_v] one head's output */
+    void *mm_scratch;        /* activation rounding for every matrix product */
+    uint8_t *row_order;      /* [B] enum kern_order per row */
+    uint32_t *b_seq, *b_pos; /* [B] batch built by model_eval */
+    bool *b_out, *b_decode;
     struct pool *pool; /* threads for the matrix products */
 };
 
@@ -130,7 +133,12 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->gate = malloc(B * F * sizeof(float));
     c->up = malloc(B * F * sizeof(float));
     c->rope = malloc((hp->head_dim + 2) * sizeof(float));
-    c->router = malloc((hp->n_expert + 1) * sizeof(float));
+    c->router = malloc(B * (hp->n_expert + 1) * sizeof(float));
+    c->row_order = malloc(B);
+    c->b_seq = malloc(B * sizeof *c->b_seq);
+    c->b_pos = malloc(B * sizeof *c->b_pos);
+    c->b_out = malloc(B * sizeof *c->b_out);
+    c->b_decode = malloc(B * sizeof *c->b_decode);
     c->moe_acc = malloc(E * sizeof(float));
     c->kh = calloc(C * hp->head_dim, c->kv_elt);
     c->vt = calloc(C * hp->head_dim_v, c->kv_elt);
@@ -143,7 +151,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->pool = pool_new(p->n_threads, &perr);
     if (!c->k_cache || !c->v_cache || !c->x || !c->h || !c->q || !c->k || !c->v || !c->att ||
         !c->tmp || !c->gate || !c->up || !c->rope || !c->router || !c->moe_acc || !c->kh ||
-        !c->vt || !c->qh || !c->kq || !c->oh || !c->mm_scratch || !c->pool) {
+        !c->vt || !c->qh || !c->kq || !c->oh || !c->mm_scratch || !c->pool || !c->row_order ||
+        !c->b_seq || !c->b_pos || !c->b_out || !c->b_decode) {
         model_ctx_free(c);
         return ica_seterr(err, ICA_ERR_NOMEM,
                           "out of memory for a context of %zu tokens (KV cache %.1f MiB)", C,
@@ -156,9 +165,11 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
 void model_ctx_free(struct model_ctx *c) {
     if (!c)
         return;
-    void *bufs[] = {c->k_cache, c->v_cache, c->x,    c->h,  c->q,    c->k,         c->v,
-                    c->att,     c->tmp,     c->gate, c->up, c->rope, c->router,    c->moe_acc,
-                    c->kh,      c->vt,      c->qh,   c->kq, c->oh,   c->mm_scratch};
+    void *bufs[] = {c->k_cache,   c->v_cache, c->x,      c->h,       c->q,
+                    c->k,         c->v,       c->att,    c->tmp,     c->gate,
+                    c->up,        c->rope,    c->router, c->moe_acc, c->kh,
+                    c->vt,        c->qh,      c->kq,     c->oh,      c->mm_scratch,
+                    c->row_order, c->b_seq,   c->b_pos,  c->b_out,   c->b_decode};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
     pool_free(c->pool);
@@ -171,6 +182,14 @@ const struct model *model_ctx_model(const struct model_ctx *c) {
 
 uint32_t model_ctx_n_past(const struct model_ctx *c) {
     return c->n_past;
+}
+
+uint32_t model_ctx_n_batch(const struct model_ctx *c) {
+    return c->n_batch;
+}
+
+uint32_t model_ctx_kv_type(const struct model_ctx *c) {
+    return c->kv_type;
 }
 
 uint32_t model_ctx_n_ctx(const struct model_ctx *c) {
@@ -311,71 +330,96 @@ static uint32_t round_up(uint32_t x, uint32_t m) {
     return (x + m - 1) / m * m;
 }
 
-/* Attention of a batch of n tokens (positions n_past..) in layer il, head by
- * head as llama.cpp's non-flash path: scores = K_h q (one matrix product over
- * the cached keys), scaled, causally masked, softmax, then V_h^T p. llama.cpp
- * runs these products over a KV window padded to 256 cells (zeros beyond the
- * used ones); padding to 64 gives the same kernel paths and sums, since
- * padded cells add exact zeros in every lane. */
-static void attention(struct model_ctx *c, uint32_t il, uint32_t n) {
+/* Runs of rows with the same summation order: one product per run. For
+ * weight types whose batched and single-token orders agree, one product for
+ * all rows. */
+static void matmul_rows(struct model_ctx *c, const struct model_weight *w, int64_t n_rows,
+                        int64_t n_cols, const float *x, uint32_t rows, const uint8_t *order,
+                        float *y) {
+    if (!kern_matmul_orders_differ(w->type, n_rows, n_cols)) {
+        kern_matmul(c->pool, w->type, w->data, n_rows, n_cols, x, rows, y, c->mm_scratch);
+        return;
+    }
+    for (uint32_t r0 = 0; r0 < rows;) {
+        uint32_t r1 = r0 + 1;
+        while (r1 < rows && order[r1] == order[r0])
+            r1++;
+        kern_matmul_ex(c->pool, w->type, w->data, n_rows, n_cols, x + (size_t)r0 * n_cols, r1 - r0,
+                       y + (size_t)r0 * n_rows, c->mm_scratch, (enum kern_order)order[r0]);
+        r0 = r1;
+    }
+}
+
+/* Attention of the tokens t0..t1-1 of one sequence (positions pos0..) in
+ * layer il, head by head as llama.cpp's non-flash path: scores = K_h q,
+ * scaled, causally masked, softmax, then V_h^T p. llama.cpp runs these
+ * products over a KV window padded to 256 cells (zeros beyond the used
+ * ones); padding to 64 gives the same kernel paths and sums, since padded
+ * cells add exact zeros in every lane. */
+static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il,
+                          uint32_t t0, uint32_t t1, uint32_t pos0, enum kern_order order) {
     const struct model_hparams *hp = &c->m->hp;
-    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v;
-    const size_t KD = (size_t)hp->n_head_kv * hd, VD = (size_t)hp->n_head_kv * hdv;
+    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, n = t1 - t0;
     const size_t QD = (size_t)hp->n_head * hd, OD = (size_t)hp->n_head * hdv;
     const uint32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const uint32_t used = c->n_past + n;
+    const uint32_t used = pos0 + n;
     uint32_t n_kv = round_up(used, 64);
     if (n_kv > c->n_ctx)
         n_kv = c->n_ctx;
     const size_t es = c->kv_elt;
-    const uint8_t *kl = c->k_cache + (size_t)il * c->n_ctx * KD * es;
-    const uint8_t *vl = c->v_cache + (size_t)il * c->n_ctx * VD * es;
     for (uint32_t kvh = 0; kvh < hp->n_head_kv; kvh++) {
-        /* gather this kv head's keys (rows) and values (transposed) */
-        for (uint32_t j = 0; j < n_kv; j++)
-            memcpy((uint8_t *)c->kh + (size_t)j * hd * es, kl + ((size_t)j * KD + kvh * hd) * es,
-                   hd * es);
+        /* gather this kv head's keys (rows) and values (transposed); cells
+         * beyond the used ones are zero, as llama.cpp's padded window */
         for (uint32_t j = 0; j < n_kv; j++) {
-            const uint8_t *vr = vl + ((size_t)j * VD + kvh * hdv) * es;
+            uint8_t *kd = (uint8_t *)c->kh + (size_t)j * hd * es;
+            if (j < used)
+                memcpy(kd, (const uint8_t *)kv->k(kv->ud, il, j) + (size_t)kvh * hd * es, hd * es);
+            else
+                memset(kd, 0, hd * es);
+        }
+        for (uint32_t j = 0; j < n_kv; j++) {
+            const uint8_t *vr =
+                j < used ? (const uint8_t *)kv->v(kv->ud, il, j) + (size_t)kvh * hdv * es : NULL;
             if (es == 4)
                 for (uint32_t d = 0; d < hdv; d++)
-                    ((float *)c->vt)[(size_t)d * n_kv + j] = ((const float *)vr)[d];
+                    ((float *)c->vt)[(size_t)d * n_kv + j] = vr ? ((const float *)vr)[d] : 0.0f;
             else
                 for (uint32_t d = 0; d < hdv; d++)
-                    ((uint16_t *)c->vt)[(size_t)d * n_kv + j] = ((const uint16_t *)vr)[d];
+                    ((uint16_t *)c->vt)[(size_t)d * n_kv + j] = vr ? ((const uint16_t *)vr)[d] : 0;
         }
         for (uint32_t h = kvh * group; h < (kvh + 1) * group; h++) {
             for (uint32_t t = 0; t < n; t++)
-                memcpy(c->qh + (size_t)t * hd, c->q + t * QD + (size_t)h * hd, hd * sizeof(float));
+                memcpy(c->qh + (size_t)t * hd, c->q + (t0 + t) * QD + (size_t)h * hd,
+                       hd * sizeof(float));
             /* KQ: llama.cpp's q view (permuted, not contiguous for n > 1) never
              * takes the sgemm path, so every token is a vec_dot over head_dim. */
             for (uint32_t t = 0; t < n; t++)
                 kern_matmul(c->pool, c->kv_type, c->kh, n_kv, hd, c->qh + (size_t)t * hd, 1,
                             c->kq + (size_t)t * n_kv, c->mm_scratch);
-            /* KQV: contiguous probabilities, sgemm for several tokens. */
             for (uint32_t t = 0; t < n; t++) {
                 float *row = c->kq + (size_t)t * n_kv;
-                const uint32_t pos = c->n_past + t;
+                const uint32_t pos = pos0 + t;
                 for (uint32_t j = 0; j < n_kv; j++)
                     row[j] = j <= pos ? row[j] * scale : -INFINITY;
                 softmax(row, row, n_kv);
             }
-            kern_matmul(c->pool, c->kv_type, c->vt, hdv, n_kv, c->kq, n, c->oh, c->mm_scratch);
+            /* KQV: contiguous probabilities, sgemm order for a prompt. */
+            kern_matmul_ex(c->pool, c->kv_type, c->vt, hdv, n_kv, c->kq, n, c->oh, c->mm_scratch,
+                           order);
             for (uint32_t t = 0; t < n; t++)
-                memcpy(c->att + t * OD + (size_t)h * hdv, c->oh + (size_t)t * hdv,
+                memcpy(c->att + (t0 + t) * OD + (size_t)h * hdv, c->oh + (size_t)t * hdv,
                        hdv * sizeof(float));
         }
     }
 }
 
-static void store_kv(struct model_ctx *c, uint32_t il, uint32_t pos, const float *k,
-                     const float *v) {
+static void store_kv(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il, uint32_t pos,
+                     const float *k, const float *v) {
     const struct model_hparams *hp = &c->m->hp;
     const size_t KD = (size_t)hp->n_head_kv * hp->head_dim;
     const size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v;
-    uint8_t *kd = c->k_cache + ((size_t)il * c->n_ctx + pos) * KD * c->kv_elt;
-    uint8_t *vd = c->v_cache + ((size_t)il * c->n_ctx + pos) * VD * c->kv_elt;
+    void *kd = kv->k(kv->ud, il, pos), *vd = kv->v(kv->ud, il, pos);
     if (c->kv_type == ICA_F16) {
         for (size_t i = 0; i < KD; i++)
             ((uint16_t *)kd)[i] = kern_f32_to_f16(k[i]);
@@ -387,18 +431,15 @@ static void store_kv(struct model_ctx *c, uint32_t il, uint32_t pos, const float
     }
 }
 
-/* Mixture of experts for one token (llama.cpp build_moe_ffn with softmax
- * gating and normalised top-k weights): probabilities over all experts, the
- * n_expert_used largest (ties to the lower index), divided by their sum (in
- * double, as ggml_sum_rows), and the weighted sum of the selected experts'
- * SwiGLU outputs in rank order. */
+/* Mixture of experts for one token, given its router probabilities
+ * (llama.cpp build_moe_ffn with softmax gating and normalised top-k weights):
+ * the n_expert_used largest (ties to the lower index), divided by their sum
+ * (in double, as ggml_sum_rows), and the weighted sum of the selected
+ * experts' SwiGLU outputs in rank order. */
 static void moe_token(struct model_ctx *c, const struct model_layer *L, const float *h,
-                      float *out) {
+                      const float *r, float *out) {
     const struct model_hparams *hp = &c->m->hp;
     const uint32_t X = hp->n_expert, K = hp->n_expert_used, E = hp->n_embd, F = hp->n_ff;
-    float *r = c->router;
-    matmul(c, &L->ffn_gate_inp, X, E, h, 1, r);
-    softmax(r, r, X);
     int sel[64];
     float wsel[64];
     const uint32_t k_used = K < 64 ? K : 64;
@@ -423,6 +464,7 @@ static void moe_token(struct model_ctx *c, const struct model_layer *L, const fl
         g.data = (const uint8_t *)g.data + e * g.row_size * F;
         u.data = (const uint8_t *)u.data + e * u.row_size * F;
         d.data = (const uint8_t *)d.data + e * d.row_size * E;
+        /* llama.cpp's mul_mat_id computes each expert row with vector dots */
         matmul(c, &g, F, E, h, 1, c->gate);
         matmul(c, &u, F, E, h, 1, c->up);
         swiglu(c->gate, c->up, F);
@@ -433,52 +475,80 @@ static void moe_token(struct model_ctx *c, const struct model_layer *L, const fl
     }
 }
 
-/* One batch of n <= n_batch tokens at positions n_past... n_out = rows whose
- * logits are wanted (the last n_out tokens): as llama.cpp, the last layer's
- * feed-forward part and the output head run only for those rows. */
-static void forward_batch(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *logits,
-                          uint32_t n_out) {
+/* One forward pass over a batch of tokens of one or more sequences (see
+ * model_forward for the contract). Summation orders per row: prompt tokens
+ * use the batched order and generated tokens the single-token one, so a
+ * token's result does not depend on what shares its batch or on how much of
+ * its prompt was cached; as in llama.cpp, the last layer keeps only the
+ * output rows, and a prompt with a single output row computes that row's
+ * feed-forward part and logits in the single-token order. */
+static void forward_batch(struct model_ctx *c, const struct model_kv_view *views,
+                          const struct model_batch *b, float *logits) {
     const struct model *m = c->m;
     const struct model_hparams *hp = &m->hp;
-    const int64_t E = hp->n_embd, F = hp->n_ff;
+    const int64_t E = hp->n_embd, F = hp->n_ff, X = hp->n_expert;
     const int64_t QD = (int64_t)hp->n_head * hp->head_dim;
     const int64_t KD = (int64_t)hp->n_head_kv * hp->head_dim;
     const int64_t VD = (int64_t)hp->n_head_kv * hp->head_dim_v;
     const int64_t OD = (int64_t)hp->n_head * hp->head_dim_v;
+    const uint32_t n = b->n;
+    uint8_t *order = c->row_order;
 
     for (uint32_t t = 0; t < n; t++) {
         const uint8_t *row =
-            (const uint8_t *)m->tok_embd.data + (size_t)tokens[t] * m->tok_embd.row_size;
+            (const uint8_t *)m->tok_embd.data + (size_t)b->tokens[t] * m->tok_embd.row_size;
         m->tok_embd.traits->to_float(row, c->x + t * E, E);
+        order[t] = b->decode && b->decode[t] ? KERN_ORDER_SINGLE : KERN_ORDER_BATCH;
     }
     uint32_t rows = n; /* rows of the residual stream still computed */
     for (uint32_t il = 0; il < hp->n_layer; il++) {
         const struct model_layer *L = &m->layers[il];
         for (uint32_t t = 0; t < n; t++)
             rms_norm(c->h + t * E, c->x + t * E, L->attn_norm.data, E, hp->rms_eps);
-        matmul(c, &L->wq, QD, E, c->h, n, c->q);
-        matmul(c, &L->wk, KD, E, c->h, n, c->k);
-        matmul(c, &L->wv, VD, E, c->h, n, c->v);
+        matmul_rows(c, &L->wq, QD, E, c->h, n, order, c->q);
+        matmul_rows(c, &L->wk, KD, E, c->h, n, order, c->k);
+        matmul_rows(c, &L->wv, VD, E, c->h, n, order, c->v);
         add_bias(c->q, &L->bq, QD, n);
         add_bias(c->k, &L->bk, KD, n);
         add_bias(c->v, &L->bv, VD, n);
         for (uint32_t t = 0; t < n; t++) {
-            rope_cache(m, c->rope, (int64_t)c->n_past + t);
+            rope_cache(m, c->rope, (int64_t)b->pos[t]);
             rope_apply(hp, c->rope, c->q + t * QD, (int)hp->n_head);
             rope_apply(hp, c->rope, c->k + t * KD, (int)hp->n_head_kv);
-            store_kv(c, il, c->n_past + t, c->k + t * KD, c->v + t * VD);
+            store_kv(c, &views[b->seq[t]], il, b->pos[t], c->k + t * KD, c->v + t * VD);
         }
-        attention(c, il, n);
-        matmul(c, &L->wo, E, OD, c->att, n, c->tmp);
+        for (uint32_t t0 = 0; t0 < n;) {
+            uint32_t t1 = t0 + 1;
+            while (t1 < n && b->seq[t1] == b->seq[t0])
+                t1++;
+            attention_seq(c, &views[b->seq[t0]], il, t0, t1, b->pos[t0],
+                          (enum kern_order)order[t0]);
+            t0 = t1;
+        }
+        matmul_rows(c, &L->wo, E, OD, c->att, n, order, c->tmp);
         add_bias(c->tmp, &L->bo, E, n);
-        if (il == hp->n_layer - 1 && n_out < n) {
+        if (il == hp->n_layer - 1) {
             /* keep only the output rows (ggml_get_rows on cur and inpSA) */
-            if (n_out)
-                memmove(c->tmp, c->tmp + (size_t)(n - n_out) * E,
-                        (size_t)n_out * E * sizeof(float));
-            if (n_out)
-                memmove(c->x, c->x + (size_t)(n - n_out) * E, (size_t)n_out * E * sizeof(float));
-            rows = n_out;
+            uint32_t kept = 0;
+            for (uint32_t t0 = 0; t0 < n;) {
+                uint32_t t1 = t0 + 1, outs = 0;
+                while (t1 < n && b->seq[t1] == b->seq[t0])
+                    t1++;
+                for (uint32_t t = t0; t < t1; t++)
+                    outs += b->output ? b->output[t] : t == t1 - 1;
+                for (uint32_t t = t0; t < t1; t++) {
+                    if (!(b->output ? b->output[t] : t == t1 - 1))
+                        continue;
+                    if (kept != t) {
+                        memmove(c->tmp + (size_t)kept * E, c->tmp + (size_t)t * E,
+                                E * sizeof(float));
+                        memmove(c->x + (size_t)kept * E, c->x + (size_t)t * E, E * sizeof(float));
+                    }
+                    order[kept++] = outs == 1 ? KERN_ORDER_SINGLE : order[t];
+                }
+                t0 = t1;
+            }
+            rows = kept;
             if (!rows)
                 return;
         }
@@ -486,22 +556,66 @@ static void forward_batch(struct model_ctx *c, const int32_t *tokens, uint32_t n
             c->x[i] += c->tmp[i];
         for (uint32_t t = 0; t < rows; t++)
             rms_norm(c->h + t * E, c->x + t * E, L->ffn_norm.data, E, hp->rms_eps);
-        if (hp->n_expert == 0) {
-            matmul(c, &L->ffn_gate, F, E, c->h, rows, c->gate);
-            matmul(c, &L->ffn_up, F, E, c->h, rows, c->up);
+        if (X == 0) {
+            matmul_rows(c, &L->ffn_gate, F, E, c->h, rows, order, c->gate);
+            matmul_rows(c, &L->ffn_up, F, E, c->h, rows, order, c->up);
             for (uint32_t t = 0; t < rows; t++)
                 swiglu(c->gate + (size_t)t * F, c->up + (size_t)t * F, F);
-            matmul(c, &L->ffn_down, E, F, c->gate, rows, c->tmp);
+            matmul_rows(c, &L->ffn_down, E, F, c->gate, rows, order, c->tmp);
         } else {
-            for (uint32_t t = 0; t < rows; t++)
-                moe_token(c, L, c->h + t * E, c->tmp + t * E);
+            /* router logits for every row, then the softmax gating per row */
+            matmul_rows(c, &L->ffn_gate_inp, X, E, c->h, rows, order, c->router);
+            for (uint32_t t = 0; t < rows; t++) {
+                float *r = c->router + (size_t)t * X;
+                softmax(r, r, X);
+                moe_token(c, L, c->h + t * E, r, c->tmp + t * E);
+            }
         }
         for (int64_t i = 0; i < (int64_t)rows * E; i++)
             c->x[i] += c->tmp[i];
     }
     for (uint32_t t = 0; t < rows; t++)
         rms_norm(c->h + t * E, c->x + t * E, m->output_norm.data, E, hp->rms_eps);
-    matmul(c, &m->output, hp->n_vocab, E, c->h, rows, logits);
+    matmul_rows(c, &m->output, hp->n_vocab, E, c->h, rows, order, logits);
+}
+
+int model_forward(struct model_ctx *c, const struct model_kv_view *views, uint32_t n_views,
+                  const struct model_batch *b, float *logits, struct ica_error *err) {
+    const struct model_hparams *hp = &c->m->hp;
+    if (b->n == 0 || b->n > c->n_batch)
+        return ica_seterr(err, ICA_ERR_ARG, "batch of %u tokens (1..%u allowed)", b->n, c->n_batch);
+    for (uint32_t i = 0; i < b->n; i++) {
+        if (b->tokens[i] < 0 || (uint32_t)b->tokens[i] >= hp->n_vocab)
+            return ica_seterr(err, ICA_ERR_ARG,
+                              "token id %d at batch position %u is outside the vocabulary (0..%u)",
+                              b->tokens[i], i, hp->n_vocab - 1);
+        if (b->seq[i] >= n_views)
+            return ica_seterr(err, ICA_ERR_ARG, "batch token %u names sequence %u of %u", i,
+                              b->seq[i], n_views);
+        if (b->pos[i] >= c->n_ctx)
+            return ica_seterr(err, ICA_ERR_RANGE, "position %u is beyond the context size %u",
+                              b->pos[i], c->n_ctx);
+        if (i > 0 && b->seq[i] == b->seq[i - 1] && b->pos[i] != b->pos[i - 1] + 1)
+            return ica_seterr(err, ICA_ERR_ARG,
+                              "batch token %u: positions of a sequence must be consecutive", i);
+    }
+    forward_batch(c, views, b, logits);
+    return ICA_OK;
+}
+
+/* The context's own single-sequence cache as a view. */
+static void *own_k(void *ud, uint32_t il, uint32_t pos) {
+    struct model_ctx *c = ud;
+    const struct model_hparams *hp = &c->m->hp;
+    const size_t KD = (size_t)hp->n_head_kv * hp->head_dim;
+    return c->k_cache + ((size_t)il * c->n_ctx + pos) * KD * c->kv_elt;
+}
+
+static void *own_v(void *ud, uint32_t il, uint32_t pos) {
+    struct model_ctx *c = ud;
+    const struct model_hparams *hp = &c->m->hp;
+    const size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v;
+    return c->v_cache + ((size_t)il * c->n_ctx + pos) * VD * c->kv_elt;
 }
 
 int model_eval(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *logits,
@@ -518,19 +632,27 @@ int model_eval(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *lo
             return ica_seterr(err, ICA_ERR_ARG,
                               "token id %d at position %u is outside the vocabulary (0..%u)",
                               tokens[i], i, hp->n_vocab - 1);
+    if (!c->k_cache)
+        return ica_seterr(err, ICA_ERR_ARG, "this context has no cache of its own (n_ctx 0)");
+    const struct model_kv_view view = {own_k, own_v, c};
     for (uint32_t done = 0; done < n;) {
         const uint32_t nb = n - done < c->n_batch ? n - done : c->n_batch;
         const bool last_chunk = done + nb == n;
         float *out = NULL;
-        uint32_t n_out = 0;
-        if (logits && all_logits) {
-            out = logits + (size_t)done * hp->n_vocab;
-            n_out = nb;
-        } else if (logits && last_chunk) {
-            out = logits;
-            n_out = 1;
+        for (uint32_t i = 0; i < nb; i++) {
+            c->b_seq[i] = 0;
+            c->b_pos[i] = c->n_past + i;
+            c->b_out[i] = logits && (all_logits || (last_chunk && i == nb - 1));
+            /* llama.cpp's order by batch size: one token = vector products */
+            c->b_decode[i] = nb == 1;
         }
-        forward_batch(c, tokens + done, nb, out, n_out);
+        if (logits && all_logits)
+            out = logits + (size_t)done * hp->n_vocab;
+        else if (logits && last_chunk)
+            out = logits;
+        const struct model_batch batch = {nb,       tokens + done, c->b_seq,
+                                          c->b_pos, c->b_out,      c->b_decode};
+        forward_batch(c, &view, &batch, out);
         c->n_past += nb;
         done += nb;
     }
