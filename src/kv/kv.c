@@ -551,7 +551,13 @@ int kv_seq_reserve(struct kv_seq *s, size_t n_more, struct ica_error *err) {
         size_t end = o + n_more < B ? o + n_more : B;
         if (cow) {
             struct kv_block *nb = nbl[k++];
-            memcpy(nb->data, last->data, c->block_bytes);
+            /* Only the o slots this sequence relies on: the rest may be
+             * being written by the sequence that claimed them. */
+            for (size_t l = 0; l < (size_t)c->cfg.n_layer; l++) {
+                size_t rk = l * B * c->kdim * c->esz, rv = c->v_off + l * B * c->vdim * c->esz;
+                memcpy(nb->data + rk, last->data + rk, o * c->kdim * c->esz);
+                memcpy(nb->data + rv, last->data + rv, o * c->vdim * c->esz);
+            }
             block_unref(c, last);
             s->tab[s->len / B] = nb;
             last = nb;
