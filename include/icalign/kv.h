@@ -208,15 +208,16 @@ struct kv_load_result {
     char path[1024];          /* file loaded from ("" if none) */
 };
 
-/* Inserts the longest file in dir (for this key, kv type and dims) whose
- * token ids are a prefix of tokens[0..n) and longer than what is cached
- * already. Every file read is checked (magic, version, header checksum, sizes
- * against the file size, model hash, kv type, dims, token ids against tokens,
- * token and payload checksums); a file failing a check is ignored with a
- * warning in res and the next candidate is tried. Returns ICA_OK unless a hard
- * error happens: bad arguments, out of memory, ICA_ERR_RANGE/NOMEM when the
- * budget cannot hold the prefix (see kv_seq_reserve). A missing dir is not an
- * error. */
+/* Inserts, from the file in dir (for this key, kv type and dims) whose token
+ * ids share the longest prefix with tokens[0..n), that common prefix when it
+ * is longer than what is cached already (a file saved for "URIAL + question
+ * 1" thus serves the URIAL part of question 2; the ids themselves are
+ * compared, never trusted from the name). Every file read is checked (magic, version, header
+ * checksum, sizes against the file size, model hash, kv type, dims, token ids against tokens, token
+ * and payload checksums); a file failing a check is ignored with a warning in res and the next
+ * candidate is tried. Returns ICA_OK unless a hard error happens: bad arguments, out of memory,
+ * ICA_ERR_RANGE/NOMEM when the budget cannot hold the prefix (see kv_seq_reserve). A missing dir is
+ * not an error. */
 ICA_API int kv_cache_load(struct kv_cache *c, const char *dir, const struct kv_file_key *key,
                           const int32_t *tokens, size_t n, struct kv_load_result *res,
                           struct ica_error *err) ICA_WUR;
