@@ -1,10 +1,235 @@
-/* The forward pass's matrix product. For now the reference kernels on the
- * calling thread; the SIMD and threaded versions replace this body. */
-#include "icalign/kern.h"
+/* The forward pass's matrix product: activations rounded once per call,
+ * then a tiled product spread over the pool's threads with the kernels of
+ * the current SIMD level.
+ *
+ * Exactness: every output y[t][r] is one dot product computed in the order
+ * of kern_matmul_ref (the K dimension is never split), so the result does
+ * not depend on the thread count, the tile shape or the level. Tiles only
+ * choose which outputs are computed together: a thread owns a range of
+ * weight rows (or of tokens when there are few rows); inside it, blocks of
+ * tokens whose rounded activations fit in L2 are swept by every row of the
+ * range, four tokens at a time through the level's dot4 kernel, which
+ * unpacks each weight block once for the four tokens.
+ *
+ * No allocation: the rounded activations live in the caller's scratch. */
+#include "simd.h"
+
+#include "icalign/dtype.h"
 #include "icalign/pool.h"
+
+#include <math.h>
+
+/* Below this many multiply-adds a product runs on the calling thread: a
+ * pool round trip costs more than it saves (attention of short contexts). */
+#define MM_MIN_PARALLEL_WORK (1 << 16)
+/* Rounded activations swept per token block (bytes, about half an L2). */
+#define MM_TOKEN_BLOCK_BYTES (256 * 1024)
+
+/* ------------------------------------------------ sgemm order, scalar */
+
+/* llamafile sgemm's dot as kern_matmul_ref takes it (one 16-lane
+ * accumulator, _mm512_reduce_add_ps tree): the scalar fallback for levels
+ * without an sgemm4 kernel. */
+static float reduce16(const float *v) {
+    float a[8], b[4], c[2];
+    for (int i = 0; i < 8; i++)
+        a[i] = v[i + 8] + v[i];
+    for (int i = 0; i < 4; i++)
+        b[i] = a[i + 4] + a[i];
+    for (int i = 0; i < 2; i++)
+        c[i] = b[i] + b[i + 2];
+    return c[0] + c[1];
+}
+
+static float bf16_daz(uint16_t h) {
+    if ((h & 0x7f80u) == 0)
+        h &= 0x8000u;
+    return kern_bf16_to_f32(h);
+}
+
+static float ftz(float v) {
+    union {
+        float f;
+        uint32_t u;
+    } b = {v};
+    if ((b.u & 0x7f800000u) == 0)
+        b.u &= 0x80000000u;
+    return b.f;
+}
+
+static float sgemm_dot_scalar(uint32_t wtype, int64_t n, const void *vx, const void *vy) {
+    float acc[16] = {0};
+    if (wtype == ICA_F32) {
+        const float *x = vx, *y = vy;
+        for (int64_t i = 0; i < n; i += 16)
+            for (int l = 0; l < 16; l++)
+                acc[l] = fmaf(x[i + l], y[i + l], acc[l]);
+    } else if (wtype == ICA_F16) {
+        const uint16_t *x = vx, *y = vy;
+        for (int64_t i = 0; i < n; i += 16)
+            for (int l = 0; l < 16; l++)
+                acc[l] = fmaf(kern_f16_to_f32(x[i + l]), kern_f16_to_f32(y[i + l]), acc[l]);
+    } else {
+        const uint16_t *x = vx, *y = vy;
+        for (int64_t i = 0; i < n; i += 32)
+            for (int l = 0; l < 16; l++) {
+                int64_t e = i + 2 * l;
+                float odd = bf16_daz(x[e + 1]) * bf16_daz(y[e + 1]);
+                float even = bf16_daz(x[e]) * bf16_daz(y[e]);
+                acc[l] = ftz(acc[l] + odd);
+                acc[l] = ftz(acc[l] + even);
+            }
+    }
+    return reduce16(acc);
+}
+
+/* Same rule as kern_matmul_ref: llama.cpp takes llamafile sgemm for several
+ * tokens when the shapes allow it, vec_dot otherwise. */
+static int sgemm_kind(uint32_t wtype, int64_t n_rows, int64_t n_cols, int64_t n_tok) {
+    if (n_tok < 2 || n_rows % 4 != 0)
+        return 0;
+    if ((wtype == ICA_F32 || wtype == ICA_F16) && n_cols % 16 == 0)
+        return 1;
+    if (wtype == ICA_BF16 && n_cols % 32 == 0)
+        return 1;
+    return 0;
+}
+
+/* ------------------------------------------------------------ tasks */
+
+struct mm_task {
+    const struct kern_ops *ops;
+    uint32_t wtype;
+    const char *w;
+    size_t wrs; /* weight row bytes */
+    int64_t n_rows, n_cols, n_tok;
+    const float *x;
+    float *y;
+    const char *act; /* rounded activations (or x) */
+    size_t ars;      /* their row bytes */
+    char *scratch;
+    int64_t blk; /* activation block elements, for the quantizer split */
+    size_t blk_bytes;
+    int sg;        /* sgemm order */
+    int by_tokens; /* split tokens, not rows, across threads */
+};
+
+static void split(int64_t n, int ith, int nth, int64_t *a, int64_t *b) {
+    int64_t per = (n + nth - 1) / nth;
+    *a = per * ith < n ? per * ith : n;
+    *b = *a + per < n ? *a + per : n;
+}
+
+static void quant_task(void *vctx, int ith, int nth) {
+    const struct mm_task *m = vctx;
+    const int64_t nb = m->n_tok * m->n_cols / m->blk;
+    int64_t b0, b1;
+    split(nb, ith, nth, &b0, &b1);
+    if (b1 > b0)
+        m->ops->quant(m->x + b0 * m->blk, m->scratch + (size_t)b0 * m->blk_bytes,
+                      (b1 - b0) * m->blk);
+}
+
+static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+    const struct kern_ops *o = m->ops;
+    if (t1 - t0 == 1 && !m->sg) {
+        const char *a = m->act + (size_t)t0 * m->ars;
+        float *out = m->y + t0 * m->n_rows;
+        for (int64_t r = r0; r < r1; r++)
+            o->tr.vec_dot(m->n_cols, &out[r], m->w + (size_t)r * m->wrs, a);
+        return;
+    }
+    /* token blocks that stay in L2 while every row of the range sweeps them */
+    int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m->ars ? m->ars : 1));
+    tb = tb < 4 ? 4 : tb & ~(int64_t)3;
+    for (int64_t tb0 = t0; tb0 < t1; tb0 += tb) {
+        const int64_t tb1 = tb0 + tb < t1 ? tb0 + tb : t1;
+        for (int64_t r = r0; r < r1; r++) {
+            const char *wr = m->w + (size_t)r * m->wrs;
+            for (int64_t t = tb0; t < tb1; t += 4) {
+                const int nt = (int)(tb1 - t < 4 ? tb1 - t : 4);
+                const char *a = m->act + (size_t)t * m->ars;
+                float *out = &m->y[t * m->n_rows + r];
+                if (m->sg) {
+                    if (o->sgemm4)
+                        o->sgemm4(m->n_cols, wr, a, m->ars, nt, out, m->n_rows);
+                    else
+                        for (int k = 0; k < nt; k++)
+                            out[k * m->n_rows] =
+                                sgemm_dot_scalar(m->wtype, m->n_cols, wr, a + (size_t)k * m->ars);
+                } else if (o->dot4) {
+                    o->dot4(m->n_cols, wr, a, m->ars, nt, out, m->n_rows);
+                } else {
+                    for (int k = 0; k < nt; k++)
+                        o->tr.vec_dot(m->n_cols, &out[k * m->n_rows], wr, a + (size_t)k * m->ars);
+                }
+            }
+        }
+    }
+}
+
+static void dot_task(void *vctx, int ith, int nth) {
+    const struct mm_task *m = vctx;
+    int64_t a, b;
+    if (m->by_tokens) {
+        split(m->n_tok, ith, nth, &a, &b);
+        if (b > a)
+            dot_rows(m, 0, m->n_rows, a, b);
+    } else {
+        /* row ranges in multiples of 4 rows keep neighbouring threads off
+         * each other's output cache lines more often */
+        int64_t n4 = (m->n_rows + 3) / 4;
+        split(n4, ith, nth, &a, &b);
+        a *= 4;
+        b = b * 4 < m->n_rows ? b * 4 : m->n_rows;
+        if (b > a)
+            dot_rows(m, a, b, 0, m->n_tok);
+    }
+}
+
+void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
+                       int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch) {
+    const struct kern_ops *o = kern_ops_get(level, wtype);
+    if (!o || !o->tr.vec_dot || n_rows <= 0 || n_tok <= 0)
+        return;
+    struct mm_task m = {0};
+    m.ops = o;
+    m.wtype = wtype;
+    m.w = w;
+    m.wrs = ica_dtype_row_size(wtype, n_cols);
+    m.n_rows = n_rows;
+    m.n_cols = n_cols;
+    m.n_tok = n_tok;
+    m.x = x;
+    m.y = y;
+    m.sg = sgemm_kind(wtype, n_rows, n_cols, n_tok);
+    const double work = (double)n_rows * (double)n_cols * (double)n_tok;
+    struct pool *p = work < MM_MIN_PARALLEL_WORK ? NULL : pool;
+    const int nth = p ? pool_size(p) : 1;
+    const uint32_t vt = o->tr.vec_dot_type;
+    if (vt == ICA_F32) {
+        m.act = (const char *)x;
+        m.ars = (size_t)n_cols * sizeof(float);
+    } else {
+        m.scratch = scratch;
+        m.ars = ica_dtype_row_size(vt, n_cols);
+        const struct ica_dtype_info *di = ica_dtype_info(vt);
+        m.blk = di->blck;
+        m.blk_bytes = di->type_size;
+        if (nth > 1 && n_tok * n_cols >= 8192)
+            pool_run(p, quant_task, &m);
+        else
+            quant_task(&m, 0, 1);
+        m.act = scratch;
+    }
+    m.by_tokens = n_rows < 16 * nth && n_tok >= nth;
+    if (nth > 1)
+        pool_run(p, dot_task, &m);
+    else
+        dot_task(&m, 0, 1);
+}
 
 void kern_matmul(struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
                  const float *x, int64_t n_tok, float *y, void *scratch) {
-    (void)pool;
-    kern_matmul_ref(wtype, w, n_rows, n_cols, x, n_tok, y, scratch);
+    kern_matmul_level(kern_level_current(), pool, wtype, w, n_rows, n_cols, x, n_tok, y, scratch);
 }

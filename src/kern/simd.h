@@ -1,0 +1,64 @@
+/* Private to the kern module: SIMD levels, their kernel tables and the
+ * multi-token dot products the tiled matmul is built from.
+ *
+ * Every SIMD kernel computes exactly what its scalar reference in ref.c
+ * computes: the same integer sums per lane, the same float lanes, the same
+ * fused multiply-adds and the same reduction tree, so results are
+ * bit-identical at every level (tests/unit/test_kern_simd.c checks it). */
+#ifndef ICALIGN_KERN_SIMD_H
+#define ICALIGN_KERN_SIMD_H
+
+#include "icalign/kern.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum kern_level {
+    KERN_LEVEL_SCALAR = 0,
+    KERN_LEVEL_AVX2 = 1,   /* AVX2 + FMA + F16C */
+    KERN_LEVEL_AVX512 = 2, /* AVX-512 F/BW/DQ/VL/VNNI (+BF16 where present) */
+    KERN_LEVEL_NEON = 3,   /* aarch64 Advanced SIMD */
+    KERN_LEVEL_COUNT
+};
+
+/* out[t * ostride] = dot(x, y + t * ystride) for t < nt (1 <= nt <= 4): one
+ * weight row against up to four activation rows, the weight unpacked once.
+ * Each output is bit-identical to vec_dot(n, x, y_t). */
+typedef void (*kern_dot4_fn)(int64_t n, const void *x, const void *y, size_t ystride, int nt,
+                             float *out, int64_t ostride);
+
+/* The kernels of one level for one weight type. */
+struct kern_ops {
+    struct kern_traits tr;    /* to_float, from_float, vec_dot as in kern_traits */
+    kern_from_float_fn quant; /* from_float of tr.vec_dot_type (activation rounding) */
+    kern_dot4_fn dot4;        /* NULL: loop over vec_dot */
+    kern_dot4_fn sgemm4;      /* F32/F16/BF16: llamafile sgemm order (n_tok > 1), NULL: scalar */
+};
+
+/* The level in use: the best this CPU runs, lowered by ICALIGN_SIMD
+ * (scalar|avx2|avx512|neon) when set. Resolved once, thread-safe. */
+int kern_level_current(void);
+/* Best level this CPU supports (ignores ICALIGN_SIMD). */
+int kern_level_best(void);
+const char *kern_level_name(int level);
+/* Kernels of type t at a level (a level this CPU lacks gives NULL; so does
+ * a type without kernels). Types or kernels a level does not implement fall
+ * back to the reference ones. */
+const struct kern_ops *kern_ops_get(int level, uint32_t t);
+/* kern_traits view of kern_ops_get(kern_level_current(), t). */
+const struct kern_traits *kern_get_traits_simd(uint32_t t);
+
+/* y = w x like kern_matmul, at an explicit level (tests). */
+void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
+                       int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch);
+
+/* x86: whether the CPU has AVX512-BF16 (VDPBF16PS). */
+int kern_x86_has_bf16(void);
+
+/* Per-level tables filled by the level's file: ops[t] fields left NULL fall
+ * back to the reference. */
+void kern_fill_avx2(struct kern_ops *ops);
+void kern_fill_avx512(struct kern_ops *ops);
+void kern_fill_neon(struct kern_ops *ops);
+
+#endif

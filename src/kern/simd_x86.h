@@ -1,0 +1,606 @@
+/* x86 kernel bodies, compiled twice: by simd_avx2.c (AVX2 + FMA + F16C) and
+ * by simd_avx512.c (the same plus AVX-512 F/BW/DQ/VL/VNNI/BF16). The
+ * includer defines TGT (the function target attribute), SFX(name),
+ * X86_VNNI (256-bit VPDPBUSD for the signed byte dots) and X86_512 (zmm
+ * registers for the float types, VDPBF16PS for BF16).
+ *
+ * Each kernel follows its reference in ref.c operation for operation (see
+ * the comments there for the llama.cpp kernel each one mirrors):
+ *  - integer parts are exact sums, so any SIMD order of integer adds that
+ *    gives the same integer per float lane is the same; the byte products
+ *    use the abs/sign trick (|a| * sign(b, a)), exact for every operand
+ *    pair except a < 0 with b = -128, which the activation quantizers never
+ *    produce (their codes lie in [-127, 127]);
+ *  - float parts keep the reference's lanes, fused multiply-adds and
+ *    reduction trees (hsum_float_8, the 16-lane halving tree). */
+#include "kern_impl.h"
+#include "simd.h"
+
+#include <immintrin.h>
+#include <math.h>
+
+/* ------------------------------------------------------------ helpers */
+
+TGT static inline float h2f(uint16_t h) {
+    return _cvtsh_ss(h);
+}
+
+TGT static inline uint16_t f2h(float f) {
+    return (uint16_t)_cvtss_sh(f, _MM_FROUND_TO_NEAREST_INT);
+}
+
+/* int32 lane l = sum of the products of signed bytes 4l..4l+3 of a and b. */
+TGT static inline __m256i dot_ss(__m256i a, __m256i b) {
+    const __m256i ax = _mm256_sign_epi8(a, a);
+    const __m256i sy = _mm256_sign_epi8(b, a);
+#if X86_VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+#endif
+}
+
+/* The same with |a| precomputed (one weight block, several activations). */
+TGT static inline __m256i dot_ss_abs(__m256i ax, __m256i a, __m256i b) {
+    const __m256i sy = _mm256_sign_epi8(b, a);
+#if X86_VNNI
+    return _mm256_dpbusd_epi32(_mm256_setzero_si256(), ax, sy);
+#else
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(ax, sy), _mm256_set1_epi16(1));
+#endif
+}
+
+/* hsum_float_8: r_i = v[i+4] + v[i], then (r0 + r2) + (r1 + r3). */
+TGT static inline float hsum8(__m256 v) {
+    __m128 r = _mm_add_ps(_mm256_extractf128_ps(v, 1), _mm256_castps256_ps128(v));
+    r = _mm_add_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_add_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+/* The 16-lane halving tree (reduce16 in ref.c) on lanes lo = 0..7, hi = 8..15. */
+TGT static inline float reduce16_2x8(__m256 lo, __m256 hi) {
+    return hsum8(_mm256_add_ps(hi, lo));
+}
+
+TGT static inline int hsum_i32(__m256i v) {
+    __m128i r = _mm_add_epi32(_mm256_extracti128_si256(v, 1), _mm256_castsi256_si128(v));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4e));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
+    return _mm_cvtsi128_si32(r);
+}
+
+/* [sum(a), sum(b), sum(c), sum(d)] of four 8-lane int32 vectors. */
+TGT static inline __m128i hsum4_i32(__m256i a, __m256i b, __m256i c, __m256i d) {
+    const __m256i ab = _mm256_hadd_epi32(a, b);
+    const __m256i cd = _mm256_hadd_epi32(c, d);
+    const __m256i abcd = _mm256_hadd_epi32(ab, cd);
+    return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
+}
+
+/* 32 nibbles of a Q4 block in element order (low nibbles, then high), 0..15. */
+TGT static inline __m256i q4_bytes(const uint8_t *qs) {
+    const __m128i t = _mm_loadu_si128((const __m128i *)qs);
+    const __m256i b = _mm256_set_m128i(_mm_srli_epi16(t, 4), t);
+    return _mm256_and_si256(b, _mm256_set1_epi8(0x0f));
+}
+
+TGT static inline __m256i loadu256(const void *p) {
+    return _mm256_loadu_si256((const __m256i *)p);
+}
+
+/* ------------------------------------------------- activation rounding */
+
+/* 32 floats -> 32 int8 rounded to nearest even, element order, saturated. */
+TGT static inline __m256i round_pack32(const float *x, __m256 mul) {
+    __m256i i0 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x), mul),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i i1 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 8), mul),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i i2 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 16), mul),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    __m256i i3 = _mm256_cvtps_epi32(_mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + 24), mul),
+                                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    const __m256i p01 = _mm256_packs_epi32(i0, i1);
+    const __m256i p23 = _mm256_packs_epi32(i2, i3);
+    const __m256i p = _mm256_packs_epi16(p01, p23);
+    return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+TGT static inline float amax32(const float *x) {
+    const __m256 sign = _mm256_set1_ps(-0.0f);
+    __m256 m = _mm256_andnot_ps(sign, _mm256_loadu_ps(x));
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 8)));
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 16)));
+    m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(x + 24)));
+    __m128 r = _mm_max_ps(_mm256_extractf128_ps(m, 1), _mm256_castps256_ps128(m));
+    r = _mm_max_ps(r, _mm_movehl_ps(r, r));
+    r = _mm_max_ss(r, _mm_movehdup_ps(r));
+    return _mm_cvtss_f32(r);
+}
+
+TGT static void SFX(quant_q8_0)(const float *x, void *vy, int64_t k) {
+    blk_q8_0 *y = vy;
+    for (int64_t i = 0; i < k / QK32; i++, x += QK32) {
+        const float amax = amax32(x);
+        const float d = amax / 127.f;
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        y[i].d = f2h(d);
+        _mm256_storeu_si256((__m256i *)y[i].qs, round_pack32(x, _mm256_set1_ps(id)));
+    }
+}
+
+TGT static void SFX(quant_q8_1)(const float *x, void *vy, int64_t k) {
+    blk_q8_1 *y = vy;
+    for (int64_t i = 0; i < k / QK32; i++, x += QK32) {
+        const float amax = amax32(x);
+        const float d = amax / 127.f;
+        const float id = amax != 0.0f ? 127.f / amax : 0.0f;
+        y[i].d = f2h(d);
+        const __m256i q = round_pack32(x, _mm256_set1_ps(id));
+        _mm256_storeu_si256((__m256i *)y[i].qs, q);
+        const __m256i s16 = _mm256_maddubs_epi16(_mm256_set1_epi8(1), q);
+        const int sum = hsum_i32(_mm256_madd_epi16(s16, _mm256_set1_epi16(1)));
+        y[i].s = f2h(d * (float)sum);
+    }
+}
+
+TGT static void SFX(quant_q8_K)(const float *x, void *vy, int64_t k) {
+    blk_q8_K *y = vy;
+    for (int64_t i = 0; i < k / QKK; i++, x += QKK) {
+        float amax = 0;
+        for (int j = 0; j < QKK; j += 32) {
+            const float a = amax32(x + j);
+            amax = a > amax ? a : amax;
+        }
+        if (amax == 0.0f) {
+            memset(&y[i], 0, sizeof y[i]);
+            continue;
+        }
+        float max = 0;
+        for (int j = 0; j < QKK; j++)
+            if (fabsf(x[j]) == amax) {
+                max = x[j];
+                break;
+            }
+        const float iscale = -127.f / max;
+        const __m256 mul = _mm256_set1_ps(iscale);
+        const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+        for (int j = 0; j < QKK; j += 32) {
+            /* min(127, .) before the pack: the pack saturates only below */
+            __m256i q = round_pack32(x + j, mul);
+            q = _mm256_min_epi8(q, _mm256_set1_epi8(127));
+            _mm256_storeu_si256((__m256i *)(y[i].qs + j), q);
+            /* sums of 16: int16 pairs, then pairs of pairs (lanes 0-1 | 2-3 ...) */
+            const __m256i s32 = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, q), ones16);
+            const __m256i s = _mm256_hadd_epi32(s32, s32); /* [01 23 01 23 | 45 67 45 67] */
+            const __m256i t = _mm256_hadd_epi32(s, s);
+            y[i].bsums[j / 16] = (int16_t)_mm256_extract_epi32(t, 0);
+            y[i].bsums[j / 16 + 1] = (int16_t)_mm256_extract_epi32(t, 4);
+        }
+        y[i].d = 1 / iscale;
+    }
+}
+
+TGT static void SFX(quant_f16)(const float *x, void *vy, int64_t k) {
+    uint16_t *y = vy;
+    int64_t i = 0;
+    for (; i + 8 <= k; i += 8)
+        _mm_storeu_si128((__m128i *)(y + i),
+                         _mm256_cvtps_ph(_mm256_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT));
+    for (; i < k; i++)
+        y[i] = kern_f32_to_f16(x[i]);
+}
+
+/* GGML_FP32_TO_BF16: (u + 0x7fff + ((u >> 16) & 1)) >> 16, NaN -> quiet. */
+TGT static void SFX(quant_bf16)(const float *x, void *vy, int64_t k) {
+    uint16_t *y = vy;
+    int64_t i = 0;
+    const __m256i absm = _mm256_set1_epi32(0x7fffffff), inf = _mm256_set1_epi32(0x7f800000);
+    for (; i + 8 <= k; i += 8) {
+        const __m256i u = _mm256_loadu_si256((const __m256i *)(x + i));
+        const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, absm), inf);
+        const __m256i odd = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+        __m256i r = _mm256_srli_epi32(
+            _mm256_add_epi32(u, _mm256_add_epi32(_mm256_set1_epi32(0x7fff), odd)), 16);
+        const __m256i q = _mm256_or_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(64));
+        r = _mm256_blendv_epi8(r, q, nan);
+        const __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(r, r), 0x08);
+        _mm_storeu_si128((__m128i *)(y + i), _mm256_castsi256_si128(p));
+    }
+    for (; i < k; i++)
+        y[i] = kern_f32_to_bf16(x[i]);
+}
+
+/* ------------------------------------------------------ 32-block dots */
+
+/* Q8_0 (vec_dot_q8_0_q8_0): 8 lanes, acc = fma(dx*dy, lane, acc), hsum8. */
+TGT static void SFX(dot_q8_0)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q8_0 *x = vx, *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK32; i++) {
+        const __m256i l = dot_ss(loadu256(x[i].qs), loadu256(y[i].qs));
+        const float d = h2f(x[i].d) * h2f(y[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
+    }
+    *s = hsum8(acc);
+}
+
+TGT static void SFX(dot4_q8_0)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q8_0 *x = vx;
+    const blk_q8_0 *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / QK32; i++) {
+        const __m256i q = loadu256(x[i].qs);
+        const __m256i ax = _mm256_sign_epi8(q, q);
+        const float dx = h2f(x[i].d);
+        for (int t = 0; t < 4; t++) {
+            const __m256i l = dot_ss_abs(ax, q, loadu256(y[t][i].qs));
+            const float d = dx * h2f(y[t][i].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = hsum8(acc[t]);
+}
+
+/* Q4_0 (repacked gemv/gemm in llama.cpp): per block the exact integer dot,
+ * then acc = fma((float)isum, dx*dy, acc), one float chain per output. */
+TGT static inline __m256i q4_0_signed(const uint8_t *qs) {
+    return _mm256_sub_epi8(q4_bytes(qs), _mm256_set1_epi8(8));
+}
+
+TGT static void SFX(dot_q4_0)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q4_0 *x = vx;
+    const blk_q8_0 *y = vy;
+    const int64_t nb = n / QK32;
+    float acc = 0;
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        __m256i l[4];
+        for (int j = 0; j < 4; j++)
+            l[j] = dot_ss(q4_0_signed(x[i + j].qs), loadu256(y[i + j].qs));
+        float si[4];
+        _mm_storeu_ps(si, _mm_cvtepi32_ps(hsum4_i32(l[0], l[1], l[2], l[3])));
+        for (int j = 0; j < 4; j++)
+            acc = fmaf(si[j], h2f(x[i + j].d) * h2f(y[i + j].d), acc);
+    }
+    for (; i < nb; i++) {
+        const int sumi = hsum_i32(dot_ss(q4_0_signed(x[i].qs), loadu256(y[i].qs)));
+        acc = fmaf((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
+    }
+    *s = acc;
+}
+
+TGT static void SFX(dot4_q4_0)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q4_0 *x = vx;
+    const blk_q8_0 *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / QK32; i++) {
+        const __m256i q = q4_0_signed(x[i].qs);
+        const __m256i ax = _mm256_sign_epi8(q, q);
+        const __m256i l0 = dot_ss_abs(ax, q, loadu256(y[0][i].qs));
+        const __m256i l1 = dot_ss_abs(ax, q, loadu256(y[1][i].qs));
+        const __m256i l2 = dot_ss_abs(ax, q, loadu256(y[2][i].qs));
+        const __m256i l3 = dot_ss_abs(ax, q, loadu256(y[3][i].qs));
+        const __m128 si = _mm_cvtepi32_ps(hsum4_i32(l0, l1, l2, l3));
+        const __m128 dy =
+            _mm_setr_ps(h2f(y[0][i].d), h2f(y[1][i].d), h2f(y[2][i].d), h2f(y[3][i].d));
+        const __m128 d = _mm_mul_ps(_mm_set1_ps(h2f(x[i].d)), dy);
+        acc = _mm_fmadd_ps(si, d, acc);
+    }
+    float r[4];
+    _mm_storeu_ps(r, acc);
+    for (int t = 0; t < nt; t++)
+        out[t * os] = r[t];
+}
+
+/* ------------------------------------------------------- K-quant dots */
+
+static inline void k4_scales(const uint8_t *s, int sc[8], int mn[8]) {
+    for (int j = 0; j < 4; j++) {
+        sc[j] = s[j] & 63;
+        mn[j] = s[j + 4] & 63;
+    }
+    for (int j = 4; j < 8; j++) {
+        sc[j] = (s[j + 4] & 0x0f) | ((s[j - 4] >> 6) << 4);
+        mn[j] = (s[j + 4] >> 4) | ((s[j] >> 6) << 4);
+    }
+}
+
+/* Q4_K (repacked in llama.cpp): exact isum and summs per super-block, then
+ * t = d*isum; t = t - dmin*summs; sumf += t in float. */
+struct q4k_unp {
+    __m256i q[8]; /* sub-block j: 32 quants 0..15 */
+    int sc[8], mn[8];
+};
+
+TGT static inline void q4k_unpack(const blk_q4_K *b, struct q4k_unp *u) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f);
+    for (int c = 0; c < 4; c++) {
+        const __m256i v = loadu256(b->qs + 32 * c);
+        u->q[2 * c] = _mm256_and_si256(v, m4);
+        u->q[2 * c + 1] = _mm256_and_si256(_mm256_srli_epi16(v, 4), m4);
+    }
+    k4_scales(b->scales, u->sc, u->mn);
+}
+
+TGT static inline float q4k_block(const blk_q4_K *b, const struct q4k_unp *u, const blk_q8_K *y) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int j = 0; j < 8; j++) {
+        const __m256i p = _mm256_maddubs_epi16(u->q[j], loadu256(y->qs + 32 * j));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, _mm256_set1_epi16((short)u->sc[j])));
+    }
+    const int isum = hsum_i32(acc);
+    int summs = 0;
+    for (int k = 0; k < 16; k++)
+        summs += y->bsums[k] * u->mn[k / 2];
+    const float d = h2f(b->d) * y->d;
+    float t = d * (float)isum;
+    const float dmin = h2f(b->dmin) * y->d;
+    const float m = dmin * (float)summs;
+    t = t - m;
+    return t;
+}
+
+TGT static void SFX(dot_q4_K)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q4_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct q4k_unp u;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QKK; i++) {
+        q4k_unpack(&x[i], &u);
+        sumf += q4k_block(&x[i], &u, &y[i]);
+    }
+    *s = sumf;
+}
+
+TGT static void SFX(dot4_q4_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q4_K *x = vx;
+    struct q4k_unp u;
+    float sumf[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        q4k_unpack(&x[i], &u);
+        for (int t = 0; t < nt; t++) {
+            const blk_q8_K *y = (const blk_q8_K *)((const char *)vy + (size_t)t * ys);
+            sumf[t] += q4k_block(&x[i], &u, &y[i]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = sumf[t];
+}
+
+/* Q6_K (ggml_vec_dot_q6_K_q8_K, AVX2): lanes of sc * (unsigned q6 * q8),
+ * minus 32 * (sc * bsums) per lane pair, acc = fma(d, lane, acc), hsum8. */
+struct q6k_unp {
+    __m256i q[8];  /* 32-element chunk c: quants 0..63 */
+    __m256i sc[8]; /* int16 scale of each half of chunk c */
+    __m256i sub;   /* 32 * (sc[2l]*bsums[2l] + ...) needs y: scales as int16 */
+    __m256i sc16;  /* the 16 scales as int16 */
+};
+
+TGT static inline void q6k_unpack(const blk_q6_K *b, struct q6k_unp *u) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        const __m256i q0 = loadu256(b->ql + 64 * h);
+        const __m256i q1 = loadu256(b->ql + 64 * h + 32);
+        const __m256i hb = loadu256(b->qh + 32 * h);
+        const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hb, m3), 4);
+        const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 2), m3), 4);
+        const __m256i h2 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 4), m3), 4);
+        const __m256i h3 = _mm256_slli_epi16(_mm256_and_si256(_mm256_srli_epi16(hb, 6), m3), 4);
+        u->q[4 * h + 0] = _mm256_or_si256(_mm256_and_si256(q0, m4), h0);
+        u->q[4 * h + 1] = _mm256_or_si256(_mm256_and_si256(q1, m4), h1);
+        u->q[4 * h + 2] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q0, 4), m4), h2);
+        u->q[4 * h + 3] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(q1, 4), m4), h3);
+    }
+    for (int c = 0; c < 8; c++)
+        u->sc[c] = _mm256_set_m128i(_mm_set1_epi16(b->scales[2 * c + 1]),
+                                    _mm_set1_epi16(b->scales[2 * c]));
+    u->sc16 = _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)b->scales));
+}
+
+TGT static inline __m256i q6k_lanes(const struct q6k_unp *u, const blk_q8_K *y) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) {
+        const __m256i p = _mm256_maddubs_epi16(u->q[c], loadu256(y->qs + 32 * c));
+        acc = _mm256_add_epi32(acc, _mm256_madd_epi16(p, u->sc[c]));
+    }
+    const __m256i bs = loadu256(y->bsums);
+    const __m256i sub = _mm256_madd_epi16(bs, u->sc16);
+    return _mm256_sub_epi32(acc, _mm256_slli_epi32(sub, 5));
+}
+
+TGT static void SFX(dot_q6_K)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q6_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct q6k_unp u;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QKK; i++) {
+        q6k_unpack(&x[i], &u);
+        const __m256i l = q6k_lanes(&u, &y[i]);
+        const float d = y[i].d * h2f(x[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
+    }
+    *s = hsum8(acc);
+}
+
+TGT static void SFX(dot4_q6_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q6_K *x = vx;
+    struct q6k_unp u;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        q6k_unpack(&x[i], &u);
+        const float dx = h2f(x[i].d);
+        for (int t = 0; t < nt; t++) {
+            const blk_q8_K *y = (const blk_q8_K *)((const char *)vy + (size_t)t * ys);
+            const __m256i l = q6k_lanes(&u, &y[i]);
+            const float d = y[i].d * dx;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = hsum8(acc[t]);
+}
+
+/* --------------------------------------------------------- plain dots */
+
+/* Loads 16 elements of F32 or F16 as float lanes lo (0..7) and hi (8..15). */
+TGT static inline void ld16_f32(const float *p, __m256 *lo, __m256 *hi) {
+    *lo = _mm256_loadu_ps(p);
+    *hi = _mm256_loadu_ps(p + 8);
+}
+
+TGT static inline void ld16_f16(const uint16_t *p, __m256 *lo, __m256 *hi) {
+    *lo = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
+    *hi = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(p + 8)));
+}
+
+/* GGML_F32_STEP 64: 4 accumulators x 16 lanes (here 2 x 8 each), tree
+ * (acc0+acc2, acc1+acc3, +), then the 16-lane halving tree. */
+#define PLAIN_DOT(name, T, ld, tail_expr, tail_double)                                             \
+    TGT static void name(int64_t n, float *s, const void *vx, const void *vy) {                    \
+        const T *x = vx, *y = vy;                                                                  \
+        __m256 lo[4], hi[4];                                                                       \
+        for (int j = 0; j < 4; j++)                                                                \
+            lo[j] = hi[j] = _mm256_setzero_ps();                                                   \
+        const int64_t np = n & ~(int64_t)63;                                                       \
+        for (int64_t i = 0; i < np; i += 64)                                                       \
+            for (int j = 0; j < 4; j++) {                                                          \
+                __m256 xl, xh, yl, yh;                                                             \
+                ld(x + i + 16 * j, &xl, &xh);                                                      \
+                ld(y + i + 16 * j, &yl, &yh);                                                      \
+                lo[j] = _mm256_fmadd_ps(xl, yl, lo[j]);                                            \
+                hi[j] = _mm256_fmadd_ps(xh, yh, hi[j]);                                            \
+            }                                                                                      \
+        const __m256 l02 = _mm256_add_ps(lo[0], lo[2]), l13 = _mm256_add_ps(lo[1], lo[3]);         \
+        const __m256 h02 = _mm256_add_ps(hi[0], hi[2]), h13 = _mm256_add_ps(hi[1], hi[3]);         \
+        const float r = reduce16_2x8(_mm256_add_ps(l02, l13), _mm256_add_ps(h02, h13));            \
+        if (tail_double) {                                                                         \
+            double sumf = (double)r;                                                               \
+            for (int64_t i = np; i < n; i++)                                                       \
+                sumf += (double)(tail_expr);                                                       \
+            *s = (float)sumf;                                                                      \
+        } else {                                                                                   \
+            float sumf = r;                                                                        \
+            for (int64_t i = np; i < n; i++) { /* unfused, as ref.c */                             \
+                const float p = (tail_expr);                                                       \
+                sumf = sumf + p;                                                                   \
+            }                                                                                      \
+            *s = sumf;                                                                             \
+        }                                                                                          \
+    }
+
+PLAIN_DOT(SFX(dot_f32), float, ld16_f32, x[i] * y[i], 0)
+PLAIN_DOT(SFX(dot_f16), uint16_t, ld16_f16, h2f(x[i]) * h2f(y[i]), 1)
+
+/* llamafile sgemm order (n % 16 == 0): one 16-lane accumulator per output. */
+#define SGEMM4(name, T, ld)                                                                        \
+    TGT static void name(int64_t n, const void *vx, const void *vy, size_t ys, int nt, float *out, \
+                         int64_t os) {                                                             \
+        const T *x = vx;                                                                           \
+        const T *y[4];                                                                             \
+        for (int t = 0; t < 4; t++)                                                                \
+            y[t] = (const T *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);             \
+        __m256 lo[4], hi[4];                                                                       \
+        for (int t = 0; t < 4; t++)                                                                \
+            lo[t] = hi[t] = _mm256_setzero_ps();                                                   \
+        for (int64_t i = 0; i < n; i += 16) {                                                      \
+            __m256 xl, xh;                                                                         \
+            ld(x + i, &xl, &xh);                                                                   \
+            for (int t = 0; t < 4; t++) {                                                          \
+                __m256 yl, yh;                                                                     \
+                ld(y[t] + i, &yl, &yh);                                                            \
+                lo[t] = _mm256_fmadd_ps(xl, yl, lo[t]);                                            \
+                hi[t] = _mm256_fmadd_ps(xh, yh, hi[t]);                                            \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < nt; t++)                                                               \
+            out[t * os] = reduce16_2x8(lo[t], hi[t]);                                              \
+    }
+
+SGEMM4(SFX(sgemm4_f32), float, ld16_f32)
+SGEMM4(SFX(sgemm4_f16), uint16_t, ld16_f16)
+
+#if X86_512
+/* VDPBF16PS: per lane the odd then the even product added, each rounded,
+ * DAZ/FTZ - exactly what the reference emulates. */
+TGT static inline __m512 dpbf16(__m512 acc, const uint16_t *x, const uint16_t *y) {
+    const __m512i a = _mm512_loadu_si512((const void *)x);
+    const __m512i b = _mm512_loadu_si512((const void *)y);
+    return _mm512_dpbf16_ps(acc, (__m512bh)a, (__m512bh)b);
+}
+
+TGT static inline float reduce16_512(__m512 v) {
+    return reduce16_2x8(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+}
+
+TGT static void SFX(dot_bf16)(int64_t n, float *s, const void *vx, const void *vy) {
+    const uint16_t *x = vx, *y = vy;
+    __m512 c0 = _mm512_setzero_ps(), c1 = _mm512_setzero_ps();
+    int64_t i = 0;
+    for (; i + 64 <= n; i += 64) {
+        c0 = dpbf16(c0, x + i, y + i);
+        c1 = dpbf16(c1, x + i + 32, y + i + 32);
+    }
+    double sumf = 0;
+    sumf += (double)reduce16_512(c0);
+    sumf += (double)reduce16_512(c1);
+    for (; i < n; i++)
+        sumf += (double)(kern_bf16_to_f32(x[i]) * kern_bf16_to_f32(y[i]));
+    *s = (float)sumf;
+}
+
+TGT static void SFX(sgemm4_bf16)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                                 float *out, int64_t os) {
+    const uint16_t *x = vx;
+    const uint16_t *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = (const uint16_t *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);
+    __m512 acc[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(),
+                     _mm512_setzero_ps()};
+    for (int64_t i = 0; i < n; i += 32)
+        for (int t = 0; t < 4; t++)
+            acc[t] = dpbf16(acc[t], x + i, y[t] + i);
+    for (int t = 0; t < nt; t++)
+        out[t * os] = reduce16_512(acc[t]);
+}
+#endif
+
+/* ------------------------------------------------------------- table */
+
+static void SFX(fill)(struct kern_ops *ops) {
+    ops[ICA_F32].tr.vec_dot = SFX(dot_f32);
+    ops[ICA_F32].sgemm4 = SFX(sgemm4_f32);
+    ops[ICA_F16].tr.from_float = SFX(quant_f16);
+    ops[ICA_F16].tr.vec_dot = SFX(dot_f16);
+    ops[ICA_F16].sgemm4 = SFX(sgemm4_f16);
+    ops[ICA_BF16].tr.from_float = SFX(quant_bf16);
+#if X86_512
+    if (kern_x86_has_bf16()) {
+        ops[ICA_BF16].tr.vec_dot = SFX(dot_bf16);
+        ops[ICA_BF16].sgemm4 = SFX(sgemm4_bf16);
+    }
+#endif
+    ops[ICA_Q8_0].tr.from_float = SFX(quant_q8_0);
+    ops[ICA_Q8_1].tr.from_float = SFX(quant_q8_1);
+    ops[ICA_Q8_K].tr.from_float = SFX(quant_q8_K);
+    ops[ICA_Q8_0].tr.vec_dot = SFX(dot_q8_0);
+    ops[ICA_Q8_0].dot4 = SFX(dot4_q8_0);
+    ops[ICA_Q4_0].tr.vec_dot = SFX(dot_q4_0);
+    ops[ICA_Q4_0].dot4 = SFX(dot4_q4_0);
+    ops[ICA_Q4_K].tr.vec_dot = SFX(dot_q4_K);
+    ops[ICA_Q4_K].dot4 = SFX(dot4_q4_K);
+    ops[ICA_Q6_K].tr.vec_dot = SFX(dot_q6_K);
+    ops[ICA_Q6_K].dot4 = SFX(dot4_q6_K);
+}

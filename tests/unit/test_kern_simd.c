@@ -1,0 +1,277 @@
+/* kern SIMD levels: every kernel of every level this CPU runs against the
+ * scalar reference, bit for bit (quantizers byte for byte), on odd row
+ * lengths and tails; the threaded, tiled matmul against kern_matmul_ref for
+ * several thread counts and token counts. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "../../src/kern/simd.h"
+#include "icalign/dtype.h"
+#include "icalign/kern.h"
+#include "icalign/pool.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static uint64_t g_rng = 1;
+
+static uint32_t rng_u32(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 16);
+}
+
+static float rng_unif(void) { /* [-1, 1) */
+    return (float)((double)rng_u32() / 2147483648.0 - 1.0);
+}
+
+/* Values of mixed scale, with exact ties, zeros and repeated maxima. */
+static void fill_x(float *x, int64_t n, int mode) {
+    for (int64_t i = 0; i < n; i++) {
+        float v = rng_unif();
+        switch (mode % 4) {
+        case 0:
+            break;
+        case 1:
+            v *= (float)(1 << (rng_u32() % 12)); /* mixed scales */
+            break;
+        case 2:
+            v = (float)((int)(v * 8.0f)) * 0.5f; /* halves: ties after scaling */
+            break;
+        default:
+            v = (rng_u32() % 5 == 0) ? 0.0f : v * 1e-3f;
+            break;
+        }
+        x[i] = v;
+    }
+    if (mode % 4 == 3 && n >= 32)
+        memset(x, 0, 32 * sizeof *x); /* an all-zero block */
+}
+
+static const uint32_t k_types[] = {ICA_F32,  ICA_F16,  ICA_BF16, ICA_Q4_0,   ICA_Q4_1,
+                                   ICA_Q5_0, ICA_Q5_1, ICA_Q8_0, ICA_Q2_K,   ICA_Q3_K,
+                                   ICA_Q4_K, ICA_Q5_K, ICA_Q6_K, ICA_IQ4_NL, ICA_IQ4_XS};
+#define N_TYPES (sizeof k_types / sizeof k_types[0])
+
+static int64_t blck(uint32_t t) {
+    return ica_dtype_info(t)->blck;
+}
+
+/* A weight matrix of type t: random floats through the reference quantizer. */
+static void *make_weights(uint32_t t, int64_t rows, int64_t cols, int mode) {
+    const struct kern_traits *r = kern_get_traits_ref(t);
+    size_t rs = ica_dtype_row_size(t, cols);
+    uint8_t *w = malloc(rs * (size_t)rows + 64);
+    float *f = malloc((size_t)cols * sizeof *f);
+    assert_non_null(w);
+    assert_non_null(f);
+    for (int64_t i = 0; i < rows; i++) {
+        fill_x(f, cols, mode + (int)i);
+        r->from_float(f, w + (size_t)i * rs, cols);
+    }
+    free(f);
+    return w;
+}
+
+static int n_levels(int *lv) {
+    int n = 0, best = kern_level_best();
+    for (int l = 0; l < KERN_LEVEL_COUNT; l++)
+        if (kern_ops_get(l, ICA_Q8_0) && (l == KERN_LEVEL_SCALAR || l <= best))
+            lv[n++] = l;
+    (void)best;
+    return n;
+}
+
+static void test_levels(void **state) {
+    (void)state;
+    int lv[KERN_LEVEL_COUNT];
+    int n = n_levels(lv);
+    assert_true(n >= 1);
+    assert_int_equal(lv[0], KERN_LEVEL_SCALAR);
+    printf("# best level %s, current %s, levels tested:", kern_level_name(kern_level_best()),
+           kern_level_name(kern_level_current()));
+    for (int i = 0; i < n; i++)
+        printf(" %s", kern_level_name(lv[i]));
+    printf("\n");
+    for (size_t i = 0; i < N_TYPES; i++) {
+        assert_non_null(kern_get_traits_simd(k_types[i]));
+        assert_non_null(kern_get_traits(k_types[i]));
+    }
+    assert_null(kern_ops_get(KERN_LEVEL_SCALAR, ICA_DTYPE_COUNT));
+}
+
+/* Activation quantizers of every level equal the reference byte for byte. */
+static void test_quantizers(void **state) {
+    (void)state;
+    static const uint32_t acts[] = {ICA_Q8_0, ICA_Q8_1, ICA_Q8_K, ICA_F16, ICA_BF16};
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    const int64_t n = 256 * 5;
+    float *x = malloc((size_t)n * sizeof *x);
+    uint8_t *a = malloc(8192), *b = malloc(8192);
+    for (int mode = 0; mode < 16; mode++) {
+        g_rng = 77 + (uint64_t)mode;
+        fill_x(x, n, mode);
+        if (mode == 5) { /* specials for the float conversions */
+            x[1] = INFINITY;
+            x[2] = -0.0f;
+            x[3] = 1e-40f;
+            x[4] = 65520.0f;
+            x[5] = 6e-8f;
+        }
+        for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+            const uint32_t t = acts[k];
+            int64_t len = t == ICA_F16 || t == ICA_BF16 ? n - 3 : n; /* tails */
+            if (mode == 5 && t != ICA_F16 && t != ICA_BF16)
+                continue;
+            size_t rs = ica_dtype_row_size(t, len);
+            kern_get_traits_ref(t)->from_float(x, a, len);
+            for (int l = 0; l < nl; l++) {
+                memset(b, 0xa5, rs);
+                kern_ops_get(lv[l], t)->tr.from_float(x, b, len);
+                if (memcmp(a, b, rs) != 0)
+                    fail_msg("quantizer %s level %s mode %d differs", ica_dtype_info(t)->name,
+                             kern_level_name(lv[l]), mode);
+            }
+        }
+    }
+    free(x);
+    free(a);
+    free(b);
+}
+
+/* vec_dot of every type and level equals the reference bit for bit. */
+static void test_vec_dots(void **state) {
+    (void)state;
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const uint32_t t = k_types[ti];
+        const struct kern_traits *r = kern_get_traits_ref(t);
+        const struct kern_traits *q = kern_get_traits_ref(r->vec_dot_type);
+        const int64_t bs = blck(t);
+        const int64_t lens_q[] = {bs, 2 * bs, 3 * bs, 5 * bs, 7 * bs, 11 * bs};
+        const int64_t lens_p[] = {1, 13, 16, 63, 64, 65, 100, 128, 200, 1000};
+        const int plain = bs == 1;
+        const int nlen = plain ? 10 : 6;
+        for (int li = 0; li < nlen; li++) {
+            const int64_t len = plain ? lens_p[li] : lens_q[li];
+            for (int mode = 0; mode < 8; mode++) {
+                g_rng = 1000 + ti * 31 + (uint64_t)li * 7 + (uint64_t)mode;
+                void *w = make_weights(t, 1, len, mode);
+                float *x = malloc((size_t)len * sizeof *x);
+                void *ya = malloc(ica_dtype_row_size(r->vec_dot_type, len) + 64);
+                fill_x(x, len, mode + 1);
+                q->from_float(x, ya, len);
+                float ref, got;
+                r->vec_dot(len, &ref, w, ya);
+                for (int l = 0; l < nl; l++) {
+                    const struct kern_ops *o = kern_ops_get(lv[l], t);
+                    got = -12345.f;
+                    o->tr.vec_dot(len, &got, w, ya);
+                    uint32_t ub, gb;
+                    memcpy(&ub, &ref, 4);
+                    memcpy(&gb, &got, 4);
+                    if (ub != gb)
+                        fail_msg("%s len %lld mode %d level %s: %.9g vs ref %.9g",
+                                 ica_dtype_info(t)->name, (long long)len, mode,
+                                 kern_level_name(lv[l]), got, ref);
+                }
+                free(w);
+                free(x);
+                free(ya);
+            }
+        }
+    }
+}
+
+/* kern_matmul_level (tiles, dot4/sgemm4, threads) equals kern_matmul_ref. */
+static void test_matmul_levels(void **state) {
+    (void)state;
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    struct pool *pools[3] = {NULL, pool_new(2, NULL), pool_new(3, NULL)};
+    assert_non_null(pools[1]);
+    assert_non_null(pools[2]);
+    const int64_t rows_l[] = {1, 4, 12, 37, 64};
+    const int64_t tok_l[] = {1, 2, 3, 4, 5, 9};
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const uint32_t t = k_types[ti];
+        const int64_t bs = blck(t);
+        const int64_t cols = bs == 1 ? 320 : (bs == 32 ? 32 * 9 : 256 * 3);
+        for (size_t ri = 0; ri < sizeof rows_l / sizeof rows_l[0]; ri++) {
+            const int64_t rows = rows_l[ri];
+            g_rng = 5000 + ti * 13 + ri;
+            void *w = make_weights(t, rows, cols, (int)ri);
+            for (size_t ki = 0; ki < sizeof tok_l / sizeof tok_l[0]; ki++) {
+                const int64_t nt = tok_l[ki];
+                float *x = malloc((size_t)(nt * cols) * sizeof *x);
+                fill_x(x, nt * cols, (int)ki);
+                size_t ss = kern_matmul_scratch_size(t, cols, nt);
+                void *sc = malloc(ss + 64);
+                float *yr = malloc((size_t)(nt * rows) * sizeof *yr);
+                float *yg = malloc((size_t)(nt * rows) * sizeof *yg);
+                kern_matmul_ref(t, w, rows, cols, x, nt, yr, sc);
+                for (int l = 0; l < nl; l++)
+                    for (int p = 0; p < 3; p++) {
+                        memset(yg, 0xff, (size_t)(nt * rows) * sizeof *yg);
+                        kern_matmul_level(lv[l], pools[p], t, w, rows, cols, x, nt, yg, sc);
+                        if (memcmp(yr, yg, (size_t)(nt * rows) * sizeof *yg) != 0)
+                            fail_msg("matmul %s rows %lld tok %lld level %s pool %d differs",
+                                     ica_dtype_info(t)->name, (long long)rows, (long long)nt,
+                                     kern_level_name(lv[l]), p);
+                    }
+                free(x);
+                free(sc);
+                free(yr);
+                free(yg);
+            }
+            free(w);
+        }
+    }
+    /* a product big enough to take the threaded path (work above the cut) */
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const uint32_t t = k_types[ti];
+        const int64_t cols = blck(t) == 1 ? 1024 : 1024, rows = 96, nt = 7;
+        g_rng = 9000 + ti;
+        void *w = make_weights(t, rows, cols, 1);
+        float *x = malloc((size_t)(nt * cols) * sizeof *x);
+        fill_x(x, nt * cols, 0);
+        void *sc = malloc(kern_matmul_scratch_size(t, cols, nt) + 64);
+        float *yr = malloc((size_t)(nt * rows) * sizeof *yr);
+        float *yg = malloc((size_t)(nt * rows) * sizeof *yg);
+        for (int64_t k = 1; k <= nt; k += 6) {
+            kern_matmul_ref(t, w, rows, cols, x, k, yr, sc);
+            for (int l = 0; l < nl; l++)
+                for (int p = 0; p < 3; p++) {
+                    kern_matmul_level(lv[l], pools[p], t, w, rows, cols, x, k, yg, sc);
+                    if (memcmp(yr, yg, (size_t)(k * rows) * sizeof *yg) != 0)
+                        fail_msg("big matmul %s tok %lld level %s pool %d differs",
+                                 ica_dtype_info(t)->name, (long long)k, kern_level_name(lv[l]), p);
+                }
+        }
+        free(w);
+        free(x);
+        free(sc);
+        free(yr);
+        free(yg);
+    }
+    pool_free(pools[1]);
+    pool_free(pools[2]);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_levels),
+        cmocka_unit_test(test_quantizers),
+        cmocka_unit_test(test_vec_dots),
+        cmocka_unit_test(test_matmul_levels),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
