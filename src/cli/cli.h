@@ -27,6 +27,7 @@ int cmd_chat(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_complete(int argc, char **argv);
+int cmd_serve(int argc, char **argv);
 
 /* Prints "icalign: <msg>\n" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
