@@ -155,7 +155,7 @@ static bool get_content(json_object *v, const char *param, char **out, struct se
     for (size_t i = 0; i < n; i++) {
         json_object *p = json_object_array_get_idx(v, i), *t = NULL;
         char pname[64];
-        snprintf(pname, sizeof pname, "%s[%zu]", param, i);
+        snprintf(pname, sizeof pname, "%.40s[%zu]", param, i);
         if (!json_object_is_type(p, json_type_object) || !(t = field(p, "type")) ||
             !json_object_is_type(t, json_type_string) ||
             strcmp(json_object_get_string(t), "text") != 0) {
