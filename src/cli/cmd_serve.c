@@ -247,6 +247,14 @@ int cmd_serve(int argc, char **argv) {
         cli_error("serve: unexpected argument '%s'", argv[optind]);
         return 2;
     }
+    /* Block the stop signals before any thread starts (the model loader's included) so that
+     * only sigwait sees them: a SIGTERM during loading stops the server once it is up. */
+    sigset_t ss;
+    sigemptyset(&ss);
+    sigaddset(&ss, SIGINT);
+    sigaddset(&ss, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &ss, NULL);
+    signal(SIGPIPE, SIG_IGN);
     struct ica_error err = {0};
     if (align_preset_get(preset_name, &so.preset, &err) != ICA_OK) {
         cli_error("serve: %s", err.msg);
@@ -316,13 +324,6 @@ int cmd_serve(int argc, char **argv) {
         so.api_key = key;
         so.model_name = name ? name : "icalign";
         so.log = quiet ? NULL : stderr;
-        /* Block the stop signals before any thread starts so that only sigwait sees them. */
-        sigset_t ss;
-        sigemptyset(&ss);
-        sigaddset(&ss, SIGINT);
-        sigaddset(&ss, SIGTERM);
-        pthread_sigmask(SIG_BLOCK, &ss, NULL);
-        signal(SIGPIPE, SIG_IGN);
         if (serve_start(&so, &srv, &err) != ICA_OK) {
             cli_error("%s", err.msg);
             ret = 1;

@@ -624,15 +624,14 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         size_t n = *upload_data_size;
         *upload_data_size = 0;
         if (r->too_big || r->len + n > s->o.max_body) {
+            /* MHD cannot answer before the body is read: discard it and answer 413 at the end;
+             * a client that keeps sending far beyond the limit is disconnected. */
             r->too_big = true;
             free(r->body);
             r->body = NULL;
-            r->len = r->cap = 0;
-            char msg[120];
-            snprintf(msg, sizeof msg, "request body larger than the limit of %zu bytes",
-                     s->o.max_body);
-            return reply_err(r, c, 413, "invalid_request_error", "request_too_large", NULL, msg,
-                             "Connection", "close");
+            r->cap = 0;
+            r->len += n;
+            return r->len > 16 * s->o.max_body + (1u << 20) ? MHD_NO : MHD_YES;
         }
         if (r->len + n + 1 > r->cap) {
             size_t nc = r->cap ? r->cap : 4096;
@@ -648,6 +647,12 @@ static enum MHD_Result handler(void *cls, struct MHD_Connection *c, const char *
         r->len += n;
         r->body[r->len] = '\0';
         return MHD_YES;
+    }
+    if (r->too_big) {
+        char msg[120];
+        snprintf(msg, sizeof msg, "request body larger than the limit of %zu bytes", s->o.max_body);
+        return reply_err(r, c, 413, "invalid_request_error", "request_too_large", NULL, msg,
+                         "Connection", "close");
     }
     return generate(s, r, c);
 }

@@ -28,7 +28,7 @@ printf 'test-key-123\n' >"$tmp/key"
 "$bin" serve -m "$model" -c 128 --demos none --port 0 --port-file "$tmp/port" \
     --api-key-file "$tmp/key" --max-body 4K --log-content 2>"$tmp/log" &
 pid=$!
-for _ in $(seq 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+for _ in $(seq 600); do [ -s "$tmp/port" ] && break; sleep 0.1; done
 [ -s "$tmp/port" ] || fail "server did not start"
 port=$(cat "$tmp/port")
 url=http://127.0.0.1:$port
@@ -131,6 +131,9 @@ grep -q context_length_exceeded "$tmp/body" || fail "context error code"
 python3 -c 'print("{\"messages\":[{\"role\":\"user\",\"content\":\"" + "a" * 8000 + "\"}]}")' >"$tmp/big.json"
 post /v1/chat/completions "@$tmp/big.json" >/dev/null
 check_error 413 "too-large body"
+curl -s -o "$tmp/body" -w '%{http_code}' -H "$auth" -H 'Transfer-Encoding: chunked' \
+    "$url/v1/chat/completions" --data-binary "@$tmp/big.json" >"$tmp/status"
+check_error 413 "too-large chunked body"
 curl -s -o "$tmp/body" -w '%{http_code}' -H 'Authorization: Bearer wrong' "$url/v1/models" \
     >"$tmp/status"
 check_error 401 "wrong API key"
