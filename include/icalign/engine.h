@@ -59,4 +59,68 @@ ICA_API int engine_generate(struct model_ctx *c, const struct tok_vocab *vocab,
                             gen_emit_fn emit, void *emit_ud, struct gen_result *res,
                             struct ica_error *err) ICA_WUR;
 
+/* ---- the scheduler: many sequences, shared prefixes, continuous batching ----
+ *
+ * Requests are submitted at any time; each step is one forward pass that
+ * carries one decode token of every running sequence plus prefill chunks of
+ * sequences still reading their prompt (up to n_batch tokens), so sequences
+ * finish and join without draining the batch. Keys and values live in a
+ * paged cache shared through a radix tree of token prefixes (kv.h): a
+ * sequence whose prompt starts like an earlier one reuses those positions and
+ * computes only the rest. Every sequence's tokens are identical to running it
+ * alone without the cache (the forward pass's per-row summation orders do not
+ * depend on the batch). One thread drives an engine; callbacks run on it. */
+
+struct engine_params {
+    uint32_t n_ctx;        /* positions per sequence at most (0 = training context, <= 8192) */
+    uint32_t n_batch;      /* tokens per forward pass (0 = 512) */
+    uint32_t n_seq_max;    /* sequences running at once (0 = 8) */
+    uint32_t kv_type;      /* ICA_F32 (default) or ICA_F16 */
+    size_t kv_mem;         /* KV budget in bytes (0 = n_seq_max full contexts) */
+    uint32_t block_tokens; /* positions per KV block (0 = 32) */
+    int n_threads;         /* <= 0: one per CPU */
+    const char *prefix_cache_dir; /* save/load shared prefixes here (NULL = off) */
+};
+
+ICA_API struct engine_params engine_default_params(void);
+
+struct engine;
+
+/* Result of one finished request (ids and text owned by the engine until
+ * the callback returns; take them by moving the pointers out). */
+typedef void (*engine_done_fn)(void *ud, uint64_t id, struct gen_result *res,
+                               const struct ica_error *err);
+
+/* Creates an engine over a loaded model and its tokenizer (both borrowed:
+ * they must outlive the engine). */
+ICA_API int engine_new(const struct model *m, const struct tok_vocab *vocab,
+                       const struct engine_params *p, struct engine **out,
+                       struct ica_error *err) ICA_WUR;
+ICA_API void engine_free(struct engine *e);
+
+/* Queues a request (prompt and params are copied). emit streams its text
+ * (may be NULL; returning false cancels it), done reports its end (always
+ * called exactly once, also for errors and cancellation). *id identifies it. */
+ICA_API int engine_submit(struct engine *e, const int32_t *prompt, uint32_t n_prompt,
+                          const struct gen_params *gp, gen_emit_fn emit, engine_done_fn done,
+                          void *ud, uint64_t *id, struct ica_error *err) ICA_WUR;
+/* Cancels a queued or running request (its done callback reports
+ * GEN_STOP_CANCELLED at the next step). Unknown ids are ignored. */
+ICA_API void engine_cancel(struct engine *e, uint64_t id);
+/* One forward pass (or none when idle). Returns ICA_OK, or an error that
+ * stopped the engine itself (the requests involved are reported failed). */
+ICA_API int engine_step(struct engine *e, struct ica_error *err) ICA_WUR;
+/* Requests not yet finished (queued + running). */
+ICA_API uint32_t engine_pending(const struct engine *e);
+/* Steps until no request is pending. */
+ICA_API int engine_run(struct engine *e, struct ica_error *err) ICA_WUR;
+
+struct engine_stats {
+    uint64_t steps, prompt_tokens, prompt_tokens_cached, generated_tokens;
+    uint64_t prefix_files_loaded, prefix_files_saved;
+    double t_forward_s;
+};
+ICA_API void engine_get_stats(const struct engine *e, struct engine_stats *st);
+ICA_API uint32_t engine_n_ctx(const struct engine *e);
+
 #endif

@@ -53,10 +53,12 @@ ICA_API const struct model_hparams *model_get_hparams(const struct model *m);
 ICA_API const struct gguf_file *model_gguf(const struct model *m);
 
 struct model_ctx_params {
-    uint32_t n_ctx;   /* positions in the KV cache; 0 = the model's training context */
-    uint32_t n_batch; /* tokens per forward pass (prompt chunking); 0 = 512 */
-    uint32_t kv_type; /* ICA_F32 or ICA_F16 */
-    int n_threads;    /* reserved for the threaded kernels; <= 0 = default */
+    uint32_t n_ctx;    /* positions in the KV cache; 0 = the model's training context */
+    uint32_t n_batch;  /* tokens per forward pass (prompt chunking); 0 = 512 */
+    uint32_t kv_type;  /* ICA_F32 or ICA_F16 */
+    int n_threads;     /* threads of the matrix products; <= 0 = one per CPU */
+    bool no_own_cache; /* no single-sequence cache: only model_forward with views works (the
+                          scheduler keeps keys and values in its paged cache) */
 };
 
 ICA_API struct model_ctx_params model_ctx_default_params(void);

@@ -55,7 +55,7 @@ struct model_ctx {
 };
 
 struct model_ctx_params model_ctx_default_params(void) {
-    struct model_ctx_params p = {0, 512, ICA_F32, 0};
+    struct model_ctx_params p = {0, 512, ICA_F32, 0, false};
     return p;
 }
 
@@ -121,8 +121,10 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     const size_t VD = (size_t)hp->n_head_kv * hp->head_dim_v;
     const size_t OD = (size_t)hp->n_head * hp->head_dim_v;
     const size_t per_pos = (size_t)hp->n_layer * c->kv_elt;
-    c->k_cache = calloc(C * KD, per_pos);
-    c->v_cache = calloc(C * VD, per_pos);
+    if (!p->no_own_cache) {
+        c->k_cache = calloc(C * KD, per_pos);
+        c->v_cache = calloc(C * VD, per_pos);
+    }
     c->x = malloc(B * E * sizeof(float));
     c->h = malloc(B * E * sizeof(float));
     c->q = malloc(B * QD * sizeof(float));
@@ -149,10 +151,10 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->mm_scratch = malloc(ss ? ss : 1);
     struct ica_error perr = {0};
     c->pool = pool_new(p->n_threads, &perr);
-    if (!c->k_cache || !c->v_cache || !c->x || !c->h || !c->q || !c->k || !c->v || !c->att ||
-        !c->tmp || !c->gate || !c->up || !c->rope || !c->router || !c->moe_acc || !c->kh ||
-        !c->vt || !c->qh || !c->kq || !c->oh || !c->mm_scratch || !c->pool || !c->row_order ||
-        !c->b_seq || !c->b_pos || !c->b_out || !c->b_decode) {
+    if ((!p->no_own_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->h || !c->q || !c->k ||
+        !c->v || !c->att || !c->tmp || !c->gate || !c->up || !c->rope || !c->router ||
+        !c->moe_acc || !c->kh || !c->vt || !c->qh || !c->kq || !c->oh || !c->mm_scratch ||
+        !c->pool || !c->row_order || !c->b_seq || !c->b_pos || !c->b_out || !c->b_decode) {
         model_ctx_free(c);
         return ica_seterr(err, ICA_ERR_NOMEM,
                           "out of memory for a context of %zu tokens (KV cache %.1f MiB)", C,
