@@ -22,6 +22,10 @@
 /* Below this many multiply-adds a product runs on the calling thread: a
  * pool round trip costs more than it saves (attention of short contexts). */
 #define MM_MIN_PARALLEL_WORK (1 << 16)
+/* Packed 8-row weight tiles: stack bytes (rows up to 14336 Q4_0 columns)
+ * and the fewest tokens that pay for the packing. */
+#define MM_PACK_BYTES      (136 * 1024)
+#define MM_PACK_MIN_TOKENS 8
 /* Rounded activations swept per token block (bytes, about half an L2). */
 #define MM_TOKEN_BLOCK_BYTES (256 * 1024)
 
@@ -135,16 +139,39 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
     if (t1 - t0 == 1 && !m->sg) {
         const char *a = m->act + (size_t)t0 * m->ars;
         float *out = m->y + t0 * m->n_rows;
-        for (int64_t r = r0; r < r1; r++)
+        int64_t r = r0;
+        if (o->tile4)
+            for (; r + 4 <= r1; r += 4)
+                o->tile4(m->n_cols, m->w + (size_t)r * m->wrs, m->wrs, a, m->ars, 1, &out[r],
+                         m->n_rows);
+        for (; r < r1; r++)
             o->tr.vec_dot(m->n_cols, &out[r], m->w + (size_t)r * m->wrs, a);
         return;
     }
+    /* packed weight tile (8 rows), on the stack: no allocation */
+    _Alignas(64) unsigned char pack[MM_PACK_BYTES];
     /* token blocks that stay in L2 while every row of the range sweeps them */
     int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m->ars ? m->ars : 1));
     tb = tb < 4 ? 4 : tb & ~(int64_t)3;
     for (int64_t tb0 = t0; tb0 < t1; tb0 += tb) {
         const int64_t tb1 = tb0 + tb < t1 ? tb0 + tb : t1;
-        for (int64_t r = r0; r < r1; r++) {
+        int64_t r = r0;
+        if (o->gemm8 && !m->sg && tb1 - tb0 >= MM_PACK_MIN_TOKENS &&
+            o->pack_bytes(m->n_cols) <= sizeof pack && m->n_cols <= 32 * 512)
+            for (; r + o->pack_rows <= r1; r += o->pack_rows) {
+                o->pack8(m->n_cols, m->w + (size_t)r * m->wrs, m->wrs, pack);
+                o->gemm8(m->n_cols, pack, m->act + (size_t)tb0 * m->ars, m->ars, tb1 - tb0,
+                         &m->y[tb0 * m->n_rows + r], m->n_rows);
+            }
+        if (o->tile4 && !m->sg)
+            for (; r + 4 <= r1; r += 4)
+                for (int64_t t = tb0; t < tb1; t += 4) {
+                    const int nt = (int)(tb1 - t < 4 ? tb1 - t : 4);
+                    o->tile4(m->n_cols, m->w + (size_t)r * m->wrs, m->wrs,
+                             m->act + (size_t)t * m->ars, m->ars, nt, &m->y[t * m->n_rows + r],
+                             m->n_rows);
+                }
+        for (; r < r1; r++) {
             const char *wr = m->w + (size_t)r * m->wrs;
             for (int64_t t = tb0; t < tb1; t += 4) {
                 const int nt = (int)(tb1 - t < 4 ? tb1 - t : 4);

@@ -27,12 +27,33 @@ enum kern_level {
 typedef void (*kern_dot4_fn)(int64_t n, const void *x, const void *y, size_t ystride, int nt,
                              float *out, int64_t ostride);
 
+/* out[t * ostride + r] = dot(x + r * xstride, y + t * ystride) for r < 4 and
+ * t < nt (1 <= nt <= 4): a tile of four weight rows by up to four tokens,
+ * each output bit-identical to vec_dot. */
+typedef void (*kern_tile4_fn)(int64_t n, const void *x, size_t xstride, const void *y,
+                              size_t ystride, int nt, float *out, int64_t ostride);
+
+/* Packed tiles of R = pack_rows weight rows for prompt batches: pack8
+ * rewrites rows x, x + xstride, ... (n elements each) into buf
+ * (pack_bytes(n) bytes) in a lane-per-row layout; gemm8 then computes
+ * out[t * ostride + r] (r < R,
+ * t < nt) from the packed tile, bit-identical to vec_dot. */
+typedef void (*kern_pack8_fn)(int64_t n, const void *x, size_t xstride, void *buf);
+typedef void (*kern_gemm8_fn)(int64_t n, const void *buf, const void *y, size_t ystride, int64_t nt,
+                              float *out, int64_t ostride);
+typedef size_t (*kern_pack_bytes_fn)(int64_t n);
+
 /* The kernels of one level for one weight type. */
 struct kern_ops {
     struct kern_traits tr;    /* to_float, from_float, vec_dot as in kern_traits */
     kern_from_float_fn quant; /* from_float of tr.vec_dot_type (activation rounding) */
     kern_dot4_fn dot4;        /* NULL: loop over vec_dot */
-    kern_dot4_fn sgemm4;      /* F32/F16/BF16: llamafile sgemm order (n_tok > 1), NULL: scalar */
+    kern_tile4_fn tile4;      /* 4 rows x 4 tokens, NULL: dot4 / vec_dot */
+    kern_pack8_fn pack8;      /* packed 8-row tiles (NULL: none) */
+    kern_gemm8_fn gemm8;
+    kern_pack_bytes_fn pack_bytes;
+    int pack_rows;       /* rows per packed tile (8 or 16) */
+    kern_dot4_fn sgemm4; /* F32/F16/BF16: llamafile sgemm order (n_tok > 1), NULL: scalar */
 };
 
 /* The level in use: the best this CPU runs, lowered by ICALIGN_SIMD
