@@ -592,6 +592,111 @@ TGT static inline float q4k_block(const blk_q4_K *b, const struct q4k_unp *u, co
     return t;
 }
 
+/* Packed Q4_K tiles of 8 rows (prompt batches). Per super-block: for each
+ * sub-block j and group g, 32 bytes = quants 32j+4g..+3 of rows 0..7 (one
+ * int32 lane per row); then per j the rows' scales (int32 lanes) and mins
+ * (int16 pairs (mn, mn), for the bsum pairs); then d and dmin per row. A
+ * sub-block of a token: 8 VPDPBUSD of a packed group by the broadcast
+ * activation bytes leave row r's exact q . y in lane r; times the scale,
+ * summed: isum; summs from 8 pair products of the bsums. Then the
+ * reference's float steps, lane r = row r. */
+#define Q4KP_Q     2048
+#define Q4KP_SC    (Q4KP_Q)
+#define Q4KP_MN    (Q4KP_SC + 256)
+#define Q4KP_D     (Q4KP_MN + 256)
+#define Q4KP_BLOCK (Q4KP_D + 64)
+
+static size_t SFX(pack_bytes_q4_K)(int64_t n) {
+    return (size_t)(n / QKK) * Q4KP_BLOCK;
+}
+
+TGT static void SFX(pack8_q4_K)(int64_t n, const void *vx, size_t xs, void *vbuf) {
+    uint8_t *buf = vbuf;
+    for (int64_t b = 0; b < n / QKK; b++, buf += Q4KP_BLOCK) {
+        int32_t sc[8][8];
+        int16_t mn[8][16];
+        float d[16];
+        __m256i r[8][8]; /* [sub-block][row] */
+        for (int k = 0; k < 8; k++) {
+            const blk_q4_K *x = (const blk_q4_K *)((const char *)vx + (size_t)k * xs) + b;
+            struct q4k_unp u;
+            q4k_unpack(x, &u);
+            for (int j = 0; j < 8; j++)
+                r[j][k] = u.q[j];
+            uint8_t sm[16];
+            k4_scales16(x->scales, sm);
+            for (int j = 0; j < 8; j++) {
+                sc[j][k] = sm[j];
+                mn[j][2 * k] = mn[j][2 * k + 1] = sm[8 + j];
+            }
+            d[k] = h2f(x->d);
+            d[8 + k] = h2f(x->dmin);
+        }
+        for (int j = 0; j < 8; j++) {
+            transpose8(r[j]);
+            for (int g = 0; g < 8; g++)
+                _mm256_storeu_si256((__m256i *)(buf + 256 * j + 32 * g), r[j][g]);
+        }
+        memcpy(buf + Q4KP_SC, sc, sizeof sc);
+        memcpy(buf + Q4KP_MN, mn, sizeof mn);
+        memcpy(buf + Q4KP_D, d, sizeof d);
+    }
+}
+
+TGT static void SFX(gemm8_q4_K)(int64_t n, const void *vbuf, const void *vy, size_t ys, int64_t nt,
+                                float *out, int64_t os) {
+    const int64_t nb = n / QKK;
+    for (int64_t t0 = 0; t0 < nt; t0 += 4) {
+        const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
+        const blk_q8_K *y[4];
+        for (int t = 0; t < 4; t++)
+            y[t] = (const blk_q8_K *)((const char *)vy + (size_t)(t0 + (t < k ? t : k - 1)) * ys);
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                         _mm256_setzero_ps()};
+        const uint8_t *pb = vbuf;
+        for (int64_t b = 0; b < nb; b++, pb += Q4KP_BLOCK) {
+            __m256i isum[4], summs[4];
+            for (int t = 0; t < 4; t++)
+                isum[t] = summs[t] = _mm256_setzero_si256();
+            for (int j = 0; j < 8; j++) {
+                __m256i ia[4];
+                for (int t = 0; t < 4; t++)
+                    ia[t] = _mm256_setzero_si256();
+                for (int g = 0; g < 8; g++) {
+                    const __m256i w = loadu256(pb + 256 * j + 32 * g);
+                    for (int t = 0; t < 4; t++) {
+                        int32_t v;
+                        memcpy(&v, y[t][b].qs + 32 * j + 4 * g, 4);
+                        ia[t] = dot_us_acc(ia[t], w, _mm256_set1_epi32(v));
+                    }
+                }
+                const __m256i scj = loadu256(pb + Q4KP_SC + 32 * j);
+                const __m256i mnj = loadu256(pb + Q4KP_MN + 32 * j);
+                for (int t = 0; t < 4; t++) {
+                    isum[t] = _mm256_add_epi32(isum[t], _mm256_mullo_epi32(ia[t], scj));
+                    int32_t bp;
+                    memcpy(&bp, y[t][b].bsums + 2 * j, 4);
+                    summs[t] =
+                        _mm256_add_epi32(summs[t], _mm256_madd_epi16(mnj, _mm256_set1_epi32(bp)));
+                }
+            }
+            const __m256 dx = _mm256_loadu_ps((const float *)(pb + Q4KP_D));
+            const __m256 dm = _mm256_loadu_ps((const float *)(pb + Q4KP_D + 32));
+            for (int t = 0; t < 4; t++) {
+                const __m256 yd = _mm256_set1_ps(y[t][b].d);
+                const __m256 d = _mm256_mul_ps(dx, yd);
+                __m256 tt = _mm256_mul_ps(d, _mm256_cvtepi32_ps(isum[t]));
+                const __m256 dmin = _mm256_mul_ps(dm, yd);
+                const __m256 m = _mm256_mul_ps(dmin, _mm256_cvtepi32_ps(summs[t]));
+                tt = _mm256_sub_ps(tt, m);
+                acc[t] = _mm256_add_ps(acc[t], tt);
+            }
+        }
+        for (int t = 0; t < k; t++)
+            _mm256_storeu_ps(out + (t0 + t) * os, acc[t]);
+    }
+}
+
 TGT static void SFX(dot_q4_K)(int64_t n, float *s, const void *vx, const void *vy) {
     const blk_q4_K *x = vx;
     const blk_q8_K *y = vy;
@@ -861,6 +966,10 @@ static void SFX(fill)(struct kern_ops *ops) {
 #endif
     ops[ICA_Q4_K].tr.vec_dot = SFX(dot_q4_K);
     ops[ICA_Q4_K].dot4 = SFX(dot4_q4_K);
+    ops[ICA_Q4_K].pack8 = SFX(pack8_q4_K);
+    ops[ICA_Q4_K].gemm8 = SFX(gemm8_q4_K);
+    ops[ICA_Q4_K].pack_bytes = SFX(pack_bytes_q4_K);
+    ops[ICA_Q4_K].pack_rows = 8;
     ops[ICA_Q6_K].tr.vec_dot = SFX(dot_q6_K);
     ops[ICA_Q6_K].dot4 = SFX(dot4_q6_K);
 }
