@@ -6,7 +6,7 @@ CMAKE_FLAGS ?=
 MODEL  ?=
 ICALIGN = build/icalign
 
-.PHONY: all build test test-fast test-asan demo bench fuzz clang format format-check clean
+.PHONY: all build test test-fast test-asan demo bench fuzz clang format format-check clean test-neon
 
 all: build
 
@@ -48,6 +48,20 @@ fuzz:
 	@cmake --build build-fuzz -j $(JOBS)
 	@sh tools/fuzz.sh build-fuzz "$(SHARED)" $(FUZZ_SECONDS)
 
+# ---- NEON kernels: cross-built for aarch64 and run under qemu-user (CI).
+# Needs gcc-aarch64-linux-gnu and qemu-user (Debian). The kernel test runs
+# without cmocka there (a stand-in in the test file).
+NEON_CC ?= aarch64-linux-gnu-gcc
+NEON_RUN ?= qemu-aarch64
+test-neon:
+	@mkdir -p build-neon
+	$(NEON_CC) -O2 -std=c11 -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter \
+	    -Werror -D_POSIX_C_SOURCE=200809L -D_DEFAULT_SOURCE -DKERN_SIMD_NO_CMOCKA -Iinclude \
+	    src/kern/*.c src/common/*.c tests/unit/test_kern_simd.c -lm -lpthread -static \
+	    -o build-neon/test_kern_simd
+	$(NEON_RUN) build-neon/test_kern_simd
+	ICALIGN_SIMD=scalar $(NEON_RUN) build-neon/test_kern_simd
+
 format:
 	clang-format -i $$(git ls-files '*.c' '*.h')
 
@@ -55,4 +69,4 @@ format-check:
 	clang-format --dry-run -Werror $$(git ls-files '*.c' '*.h')
 
 clean:
-	rm -rf build build-asan build-clang build-fuzz
+	rm -rf build build-asan build-clang build-fuzz build-neon
