@@ -38,6 +38,7 @@ struct gen_result {
     size_t text_len;
     enum gen_stop_reason reason;
     uint32_t n_prompt;
+    uint32_t n_cached;          /* prompt tokens whose keys/values were reused */
     double t_prompt_s, t_gen_s; /* wall time of prompt processing and generation */
     int32_t *top_ids;           /* first step: top_logprobs best ids (raw log-softmax) */
     float *top_logprobs;

@@ -17,15 +17,12 @@ struct local {
     char desc[600];
     struct model *model;
     struct tok_vocab *vocab;
-    struct model_ctx *ctx;
+    struct engine *engine;
     /* Chat template for chat requests (NULL until the first chat request
      * finds one); owned when loaded from a file. */
     const struct chat_template *tmpl;
     struct chat_template *tmpl_owned;
     bool tmpl_looked_up;
-    /* Tokens whose keys/values are in the context, in order. */
-    int32_t *cached;
-    uint32_t n_cached;
 };
 
 struct local_options local_default_options(void) {
@@ -39,17 +36,6 @@ static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-struct stream_ctx {
-    backend_stream_fn fn;
-    void *ud;
-    size_t i;
-};
-
-static bool on_text(void *ud, const char *text, size_t len) {
-    struct stream_ctx *s = ud;
-    return s->fn(s->ud, s->i, text, len);
 }
 
 /* The chat template: --chat-template NAME or FILE, else the model's
@@ -117,116 +103,118 @@ static int request_tokens(struct local *l, const struct backend_request *r, int3
     return rc;
 }
 
-static int run_one(struct local *l, const struct backend_request *r, size_t i,
-                   backend_stream_fn stream, void *ud, struct backend_result *res,
-                   struct ica_error *err) {
-    const double t0 = now_s();
-    int32_t *ids = NULL;
-    size_t n = 0;
-    int rc = request_tokens(l, r, &ids, &n, err);
-    if (rc != ICA_OK)
-        return rc;
-    if (n == 0) {
-        free(ids);
-        return ica_seterr(err, ICA_ERR_ARG, "empty prompt");
-    }
-    const uint32_t n_ctx = model_ctx_n_ctx(l->ctx);
-    if (n + r->max_tokens > n_ctx) {
-        free(ids);
-        return ica_seterr(err, ICA_ERR_RANGE,
-                          "prompt of %zu tokens + %u new tokens exceeds the context of %u tokens",
-                          n, r->max_tokens, n_ctx);
-    }
-    /* Reuse the longest common prefix with what the cache holds; at least
-     * one token is evaluated to get the next logits. */
-    uint32_t keep = 0;
-    while (keep < l->n_cached && keep < n && l->cached[keep] == ids[keep])
-        keep++;
-    if (keep == n)
-        keep--;
-    model_ctx_truncate(l->ctx, keep);
-    struct gen_params gp = gen_default_params();
-    gp.sampling.temperature = r->sampling.temperature;
-    gp.sampling.top_p = r->sampling.top_p;
-    gp.sampling.top_k = r->sampling.top_k;
-    gp.sampling.min_p = r->sampling.min_p;
-    gp.sampling.repetition_penalty = r->sampling.repetition_penalty;
-    gp.sampling.frequency_penalty = r->sampling.frequency_penalty;
-    gp.sampling.presence_penalty = r->sampling.presence_penalty;
-    gp.sampling.seed = r->sampling.seed >= 0 ? (uint64_t)r->sampling.seed : 0;
-    gp.max_tokens = r->max_tokens;
-    gp.stop = r->stop;
-    gp.n_stop = (uint32_t)r->n_stop;
-    gp.context_ids = ids;
-    gp.n_context_ids = keep;
-    gp.top_logprobs = r->top_logprobs > 0 ? (uint32_t)r->top_logprobs : 0;
-    struct stream_ctx sc = {stream, ud, i};
-    struct gen_result g;
-    l->n_cached = keep; /* the cache is only valid up to here if generation fails */
-    rc = engine_generate(l->ctx, l->vocab, ids + keep, (uint32_t)(n - keep), &gp,
-                         stream ? on_text : NULL, &sc, &g, err);
-    if (rc != ICA_OK) {
-        free(ids);
-        return rc;
-    }
-    /* The context now holds the prompt and all generated tokens but the last. */
-    const uint32_t total = (uint32_t)n + (g.n_ids ? g.n_ids - 1 : 0);
-    int32_t *c = realloc(l->cached, (total + 1) * sizeof *c);
-    if (c) {
-        l->cached = c;
-        memcpy(c, ids, n * sizeof *c);
-        if (g.n_ids > 1)
-            memcpy(c + n, g.ids, (g.n_ids - 1) * sizeof *c);
-        l->n_cached = model_ctx_n_past(l->ctx) < total ? model_ctx_n_past(l->ctx) : total;
-    }
-    res->text = g.text;
-    res->text_len = g.text_len;
-    g.text = NULL;
-    res->finish = g.reason == GEN_STOP_MAX_TOKENS  ? BACKEND_FINISH_LENGTH
-                  : g.reason == GEN_STOP_CANCELLED ? BACKEND_FINISH_CANCELLED
-                                                   : BACKEND_FINISH_STOP;
-    res->prompt_tokens = (uint32_t)n;
-    res->completion_tokens = g.n_ids;
-    res->cached_tokens = keep;
-    res->attempts = 1;
-    if (g.n_top) {
-        res->top = calloc(g.n_top, sizeof *res->top);
-        for (uint32_t k = 0; res->top && k < g.n_top; k++) {
-            char piece[256];
-            int32_t len = tok_token_to_piece(l->vocab, g.top_ids[k], true, 0, piece, sizeof piece);
-            if (len < 0)
-                len = 0;
-            res->top[k].token = malloc((size_t)len + 1);
-            if (res->top[k].token) {
-                memcpy(res->top[k].token, piece, (size_t)len);
-                res->top[k].token[len] = '\0';
+/* One request in flight in the engine. */
+struct job {
+    struct local *l;
+    const struct backend_request *req;
+    size_t i;
+    backend_stream_fn stream;
+    backend_done_fn done;
+    void *ud;
+    uint32_t n_prompt, n_cached_hint;
+    double t0;
+    bool *stop_all;
+    uint64_t id;
+};
+
+static bool job_text(void *ud, const char *text, size_t len) {
+    struct job *j = ud;
+    return j->stream(j->ud, j->i, text, len);
+}
+
+static void job_done(void *ud, uint64_t id, struct gen_result *g, const struct ica_error *e) {
+    (void)id;
+    struct job *j = ud;
+    struct backend_result res;
+    memset(&res, 0, sizeof res);
+    if (!e) {
+        res.text = g->text;
+        res.text_len = g->text_len;
+        g->text = NULL;
+        if (!res.text)
+            res.text = calloc(1, 1);
+        res.finish = g->reason == GEN_STOP_MAX_TOKENS  ? BACKEND_FINISH_LENGTH
+                     : g->reason == GEN_STOP_CANCELLED ? BACKEND_FINISH_CANCELLED
+                                                       : BACKEND_FINISH_STOP;
+        res.prompt_tokens = j->n_prompt;
+        res.completion_tokens = g->n_ids;
+        res.cached_tokens = g->n_cached;
+        res.attempts = 1;
+        if (g->n_top) {
+            res.top = calloc(g->n_top, sizeof *res.top);
+            for (uint32_t k = 0; res.top && k < g->n_top; k++) {
+                char piece[256];
+                int32_t len =
+                    tok_token_to_piece(j->l->vocab, g->top_ids[k], true, 0, piece, sizeof piece);
+                if (len < 0)
+                    len = 0;
+                res.top[k].token = malloc((size_t)len + 1);
+                if (res.top[k].token) {
+                    memcpy(res.top[k].token, piece, (size_t)len);
+                    res.top[k].token[len] = '\0';
+                }
+                res.top[k].logprob = g->top_logprobs[k];
+                res.n_top = k + 1;
             }
-            res->top[k].logprob = g.top_logprobs[k];
-            res->n_top = k + 1;
         }
+        res.seconds = now_s() - j->t0;
     }
-    gen_result_free(&g);
-    free(ids);
-    res->seconds = now_s() - t0;
-    return ICA_OK;
+    if (!*j->stop_all && !j->done(j->ud, j->i, j->req, e ? NULL : &res, e))
+        *j->stop_all = true;
+    backend_result_free(&res);
 }
 
 static int local_run(struct backend *b, const struct backend_request *reqs, size_t n,
                      backend_stream_fn stream, backend_done_fn done, void *ud,
                      struct ica_error *err) {
     struct local *l = (struct local *)b;
-    (void)err;
-    for (size_t i = 0; i < n; i++) {
-        struct backend_result res;
-        memset(&res, 0, sizeof res);
+    struct job *jobs = calloc(n ? n : 1, sizeof *jobs);
+    if (!jobs)
+        return ica_seterr(err, ICA_ERR_NOMEM, "out of memory for %zu requests", n);
+    bool stop_all = false;
+    int rc = ICA_OK;
+    for (size_t i = 0; i < n && !stop_all; i++) {
+        const struct backend_request *r = &reqs[i];
+        struct job *j = &jobs[i];
+        *j = (struct job){l, r, i, stream, done, ud, 0, 0, now_s(), &stop_all, 0};
+        int32_t *ids = NULL;
+        size_t nt = 0;
         struct ica_error e = {0};
-        int rc = run_one(l, &reqs[i], i, stream, ud, &res, &e);
-        bool go_on = done(ud, i, &reqs[i], rc == ICA_OK ? &res : NULL, rc == ICA_OK ? NULL : &e);
-        backend_result_free(&res);
-        if (!go_on)
+        int erc = request_tokens(l, r, &ids, &nt, &e);
+        if (erc == ICA_OK && nt == 0)
+            erc = ica_seterr(&e, ICA_ERR_ARG, "empty prompt");
+        if (erc == ICA_OK) {
+            struct gen_params gp = gen_default_params();
+            gp.sampling.temperature = r->sampling.temperature;
+            gp.sampling.top_p = r->sampling.top_p;
+            gp.sampling.top_k = r->sampling.top_k;
+            gp.sampling.min_p = r->sampling.min_p;
+            gp.sampling.repetition_penalty = r->sampling.repetition_penalty;
+            gp.sampling.frequency_penalty = r->sampling.frequency_penalty;
+            gp.sampling.presence_penalty = r->sampling.presence_penalty;
+            gp.sampling.seed = r->sampling.seed >= 0 ? (uint64_t)r->sampling.seed : 0;
+            gp.max_tokens = r->max_tokens;
+            gp.stop = r->stop;
+            gp.n_stop = (uint32_t)r->n_stop;
+            gp.top_logprobs = r->top_logprobs > 0 ? (uint32_t)r->top_logprobs : 0;
+            j->n_prompt = (uint32_t)nt;
+            erc = engine_submit(l->engine, ids, (uint32_t)nt, &gp, stream ? job_text : NULL,
+                                job_done, j, &j->id, &e);
+        }
+        free(ids);
+        if (erc != ICA_OK && !done(ud, i, r, NULL, &e))
+            stop_all = true;
+    }
+    while (engine_pending(l->engine)) {
+        if (stop_all)
+            for (size_t i = 0; i < n; i++)
+                if (jobs[i].id)
+                    engine_cancel(l->engine, jobs[i].id);
+        if ((rc = engine_step(l->engine, err)) != ICA_OK)
             break;
     }
-    return ICA_OK;
+    free(jobs);
+    return rc;
 }
 
 static int64_t local_count(struct backend *b, const char *text) {
@@ -240,7 +228,7 @@ static int64_t local_count(struct backend *b, const char *text) {
 }
 
 static uint32_t local_ctx_size(struct backend *b) {
-    return model_ctx_n_ctx(((struct local *)b)->ctx);
+    return engine_n_ctx(((struct local *)b)->engine);
 }
 
 static const char *local_describe(struct backend *b) {
@@ -249,11 +237,10 @@ static const char *local_describe(struct backend *b) {
 
 static void local_free(struct backend *b) {
     struct local *l = (struct local *)b;
-    model_ctx_free(l->ctx);
+    engine_free(l->engine);
     tok_vocab_free(l->vocab);
     model_free(l->model);
     chat_template_free(l->tmpl_owned);
-    free(l->cached);
     free(l->path);
     free(l);
 }
@@ -283,14 +270,15 @@ int local_backend_new(const struct local_options *o, struct backend **out, struc
     if (rc == ICA_OK)
         rc = tok_vocab_from_gguf(model_gguf(l->model), &l->vocab, err);
     if (rc == ICA_OK) {
-        const struct model_hparams *hp = model_get_hparams(l->model);
-        struct model_ctx_params cp = model_ctx_default_params();
-        cp.n_ctx = o->n_ctx ? o->n_ctx : (hp->n_ctx_train < 8192 ? hp->n_ctx_train : 8192);
-        if (o->n_batch)
-            cp.n_batch = o->n_batch;
-        cp.kv_type = o->kv_type ? o->kv_type : ICA_F32;
-        cp.n_threads = o->n_threads;
-        rc = model_ctx_new(l->model, &cp, &l->ctx, err);
+        struct engine_params ep = engine_default_params();
+        ep.n_ctx = o->n_ctx;
+        ep.n_batch = o->n_batch;
+        ep.kv_type = o->kv_type ? o->kv_type : ICA_F32;
+        ep.n_threads = o->n_threads;
+        ep.n_seq_max = o->n_parallel;
+        ep.kv_mem = o->kv_mem;
+        ep.prefix_cache_dir = o->prefix_cache_dir;
+        rc = engine_new(l->model, l->vocab, &ep, &l->engine, err);
     }
     if (rc != ICA_OK) {
         local_free(&l->base);

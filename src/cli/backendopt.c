@@ -25,7 +25,12 @@ const char *cli_backend_opts_help(void) {
            "      --api-key-file F   API key file (else $ICALIGN_API_KEY or $OPENAI_API_KEY)\n"
            "      --concurrency N    parallel requests to the server (4)\n"
            "      --timeout S        per-request timeout in seconds (600)\n"
-           "      --chat-template T  chat template name or file for chat requests\n";
+           "      --chat-template T  chat template name or file for chat requests\n"
+           "      --parallel N       sequences generated at once (local: one batch; default 8)\n"
+           "      --kv-mem SIZE      KV cache budget, e.g. 4G (local; default: --parallel full\n"
+           "                         contexts, at most a quarter of the memory)\n"
+           "      --prefix-cache DIR keep shared prompt prefixes on disk and reuse them across\n"
+           "                         runs (local)\n";
 }
 
 int cli_backend_opts_parse(struct cli_backend_opts *o, int ch, const char *arg) {
@@ -61,6 +66,16 @@ int cli_backend_opts_parse(struct cli_backend_opts *o, int ch, const char *arg) 
     case CLI_OPT_CHAT_TEMPLATE:
         o->chat_template = arg;
         return 1;
+    case CLI_OPT_PARALLEL:
+        if (!cli_parse_int("--parallel", arg, 1, 1024, &v))
+            return -1;
+        o->parallel = (int)v;
+        return 1;
+    case CLI_OPT_KV_MEM:
+        return cli_parse_size("--kv-mem", arg, &o->kv_mem) ? 1 : -1;
+    case CLI_OPT_PREFIX_CACHE:
+        o->prefix_cache = arg;
+        return 1;
     default:
         return 0;
     }
@@ -79,6 +94,8 @@ int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend
         ro.api_key_file = o->api_key_file;
         ro.concurrency = o->concurrency;
         ro.timeout_s = o->timeout_s;
+        if (o->parallel > 0)
+            ro.concurrency = o->parallel;
         if (!ro.model) {
             cli_error("%s: --base-url needs the server's model name: -m NAME", cmd);
             return 2;
@@ -100,6 +117,9 @@ int cli_backend_open(struct cli_backend_opts *o, const char *cmd, struct backend
     lo.kv_type = o->local.kv_type;
     lo.n_threads = o->local.n_threads;
     lo.chat_template = o->chat_template;
+    lo.n_parallel = o->parallel > 0 ? (uint32_t)o->parallel : 0;
+    lo.kv_mem = (size_t)o->kv_mem;
+    lo.prefix_cache_dir = o->prefix_cache;
     if (local_backend_new(&lo, out, &err) != ICA_OK) {
         cli_error("%s", err.msg);
         return 1;

@@ -23,6 +23,7 @@ int cmd_score(int argc, char **argv);
 int cmd_prompt(int argc, char **argv);
 int cmd_demos(int argc, char **argv);
 int cmd_answer(int argc, char **argv);
+int cmd_judge(int argc, char **argv);
 int cmd_chat(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
@@ -40,6 +41,8 @@ int32_t *cli_parse_ids(const char *s, size_t *n);
  * Print an error naming opt and return false otherwise. */
 bool cli_parse_int(const char *opt, const char *s, long min, long max, long *out);
 bool cli_parse_float(const char *opt, const char *s, double min, double max, double *out);
+/* A byte size with an optional k/M/G suffix (binary), e.g. 512M. */
+bool cli_parse_size(const char *opt, const char *s, unsigned long long *out);
 
 /* ---- local model options (-m, -c, --kv-type, --batch, -t) ---- */
 #include "icalign/model.h"
@@ -87,7 +90,10 @@ enum {
     CLI_OPT_API_KEY_FILE,
     CLI_OPT_CONCURRENCY,
     CLI_OPT_TIMEOUT,
-    CLI_OPT_CHAT_TEMPLATE
+    CLI_OPT_CHAT_TEMPLATE,
+    CLI_OPT_PARALLEL,
+    CLI_OPT_KV_MEM,
+    CLI_OPT_PREFIX_CACHE
 };
 /* Long options of a backend (use together with CLI_MODEL_LONGOPTS). */
 #define CLI_BACKEND_LONGOPTS                                                                       \
@@ -108,6 +114,9 @@ struct cli_backend_opts {
     int concurrency;
     double timeout_s;
     const char *chat_template;
+    int parallel;              /* --parallel: sequences at once (0 = default) */
+    unsigned long long kv_mem; /* --kv-mem: KV budget in bytes (0 = automatic) */
+    const char *prefix_cache;  /* --prefix-cache DIR */
 };
 
 void cli_backend_opts_init(struct cli_backend_opts *o);

@@ -58,9 +58,7 @@ enum {
     OPT_PORT,
     OPT_PORT_FILE,
     OPT_UPKEY,
-    OPT_PARALLEL,
     OPT_QUEUE,
-    OPT_KVMEM,
     OPT_MAXBODY,
     OPT_IDLE,
     OPT_MAXCONN,
@@ -70,31 +68,6 @@ enum {
 };
 
 /* "512", "64K", "1M", "8G" -> bytes. */
-static bool parse_size(const char *opt, const char *s, unsigned long long *out) {
-    char *end = NULL;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s) {
-        cli_error("%s expects a size such as 1M, got '%s'", opt, s);
-        return false;
-    }
-    unsigned long long mul = 1;
-    if (*end == 'k' || *end == 'K')
-        mul = 1ull << 10;
-    else if (*end == 'm' || *end == 'M')
-        mul = 1ull << 20;
-    else if (*end == 'g' || *end == 'G')
-        mul = 1ull << 30;
-    if (mul > 1)
-        end++;
-    if ((*end == 'b' || *end == 'B') && mul > 1)
-        end++;
-    if (*end || v > (1ull << 50) / mul) {
-        cli_error("%s expects a size such as 1M, got '%s'", opt, s);
-        return false;
-    }
-    *out = v * mul;
-    return true;
-}
 
 /* First line of path without its line end; malloc'd or NULL (error printed). */
 static char *read_key(const char *path) {
@@ -143,9 +116,7 @@ int cmd_serve(int argc, char **argv) {
                                          {"port", required_argument, 0, OPT_PORT},
                                          {"port-file", required_argument, 0, OPT_PORT_FILE},
                                          {"upstream-key-file", required_argument, 0, OPT_UPKEY},
-                                         {"parallel", required_argument, 0, OPT_PARALLEL},
                                          {"queue", required_argument, 0, OPT_QUEUE},
-                                         {"kv-mem", required_argument, 0, OPT_KVMEM},
                                          {"max-body", required_argument, 0, OPT_MAXBODY},
                                          {"idle-timeout", required_argument, 0, OPT_IDLE},
                                          {"max-connections", required_argument, 0, OPT_MAXCONN},
@@ -194,19 +165,12 @@ int cmd_serve(int argc, char **argv) {
         case OPT_UPKEY:
             upkey = optarg;
             break;
-        case OPT_PARALLEL:
-            ok = cli_parse_int("--parallel", optarg, 1, 1024, &v);
-            so.parallel = (int)v;
-            break;
         case OPT_QUEUE:
             ok = cli_parse_int("--queue", optarg, 0, 1 << 20, &v);
             so.queue = (int)v;
             break;
-        case OPT_KVMEM:
-            ok = parse_size("--kv-mem", optarg, &size);
-            break;
         case OPT_MAXBODY:
-            ok = parse_size("--max-body", optarg, &size);
+            ok = cli_parse_size("--max-body", optarg, &size);
             so.max_body = (size_t)size;
             if (ok && size < 64) {
                 cli_error("--max-body must be at least 64 bytes");
@@ -270,6 +234,8 @@ int cmd_serve(int argc, char **argv) {
         align_set_free(set);
         return 1;
     }
+    if (bo.parallel > 0)
+        so.parallel = bo.parallel;
     /* Backends: one local engine, or one remote backend per parallel slot (each worker owns
      * one; a remote backend streams so that a client leaving cancels its request). */
     size_t n_be = 1;

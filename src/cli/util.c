@@ -61,3 +61,29 @@ bool cli_parse_float(const char *opt, const char *s, double min, double max, dou
     *out = v;
     return true;
 }
+
+bool cli_parse_size(const char *opt, const char *s, unsigned long long *out) {
+    char *end = NULL;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s) {
+        cli_error("%s expects a size such as 1M, got '%s'", opt, s);
+        return false;
+    }
+    unsigned long long mul = 1;
+    if (*end == 'k' || *end == 'K')
+        mul = 1ull << 10;
+    else if (*end == 'm' || *end == 'M')
+        mul = 1ull << 20;
+    else if (*end == 'g' || *end == 'G')
+        mul = 1ull << 30;
+    if (mul > 1)
+        end++;
+    if ((*end == 'b' || *end == 'B') && mul > 1)
+        end++;
+    if (*end || v > (1ull << 50) / mul) {
+        cli_error("%s expects a size such as 1M, got '%s'", opt, s);
+        return false;
+    }
+    *out = v * mul;
+    return true;
+}

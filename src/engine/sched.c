@@ -275,6 +275,7 @@ static void finish(struct engine *e, uint32_t idx, const struct ica_error *fail)
         s->res.reason != GEN_STOP_CANCELLED)
         (void)s->emit(s->ud, s->res.text + s->emitted, s->res.text_len - s->emitted);
     s->res.n_prompt = s->n_prompt;
+    s->res.n_cached = s->cached;
     s->res.t_gen_s = eng_now() - (s->t_first ? s->t_first : s->t_submit);
     if (s->done)
         s->done(s->ud, s->id, &s->res, fail);
