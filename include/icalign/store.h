@@ -6,7 +6,7 @@
  * text, so a changed configuration is a new run and results are never mixed. Every generation
  * is committed in its own transaction as soon as it exists (kill -9 loses at most the one being
  * computed); a rerun finds completed generations by (run, item, turn) and skips them. Tables
- * for judgments (issue 6) and search steps exist already. Schema: docs/ANSWER.md.
+ * for judgments (icalign judge) and search steps. Schema: docs/ANSWER.md, docs/EVALUATION.md.
  *
  * Also here: SHA-256 (FIPS 180-4), a file-hash cache keyed by path + size + mtime (hashing a
  * 7 GB model once, not at every run), and an HTTP(S) downloader with resume and checksum
@@ -41,7 +41,7 @@ ICA_API int store_sha256_file(const char *path, char hex[65], struct ica_error *
 /* ==== Experiment store ==== */
 
 #define STORE_DB_NAME        "icalign.db"
-#define STORE_SCHEMA_VERSION 1
+#define STORE_SCHEMA_VERSION 2
 
 struct store;
 
@@ -128,9 +128,62 @@ struct store_judgment {
     double score;              /* NaN = none */
     double preference;         /* NaN = none */
     const char *logprobs_json; /* may be NULL */
+    const char *parsed_json;   /* the parse result as JSON (protocol specific), may be NULL */
+    const char *error;         /* non-NULL: the request failed (raw ""); a rerun retries it */
 };
+/* Stores j in its own statement (autocommit: committed before returning); an existing judgment
+ * of (generation, judge) is replaced. */
 ICA_API int store_judgment_put(struct store *s, const struct store_judgment *j,
                                struct ica_error *e) ICA_WUR;
+
+/* A stored judgment joined with its generation and item (strings malloc'd). */
+struct store_judgment_row {
+    int64_t id, generation_id, run_id, position;
+    char *item_id, *judge, *prompt_name, *prompt, *raw, *logprobs, *parsed, *error;
+    char *item_data; /* the item's JSON record */
+    char *cleaned;   /* the judged generation's cleaned output */
+    size_t cleaned_len;
+    int turn;
+    double score, preference; /* NaN when NULL */
+    double created_at;
+};
+
+/* Looks up the judgment of (generation, judge); *found false when absent (out then zeroed).
+ * Only id, generation_id, judge, prompt_name, prompt, raw, score, preference, logprobs, parsed,
+ * error and created_at are filled. */
+ICA_API int store_judgment_get(struct store *s, int64_t generation_id, const char *judge,
+                               struct store_judgment_row *out, bool *found,
+                               struct ica_error *e) ICA_WUR;
+
+/* All judgments of a run whose judge equals judge (NULL = every judge), ordered by judge, item
+ * position, turn. Free with store_judgment_rows_free. */
+ICA_API int store_judgments_list(struct store *s, int64_t run_id, const char *judge,
+                                 struct store_judgment_row **rows, size_t *n,
+                                 struct ica_error *e) ICA_WUR;
+ICA_API void store_judgment_rows_free(struct store_judgment_row *rows, size_t n);
+/* Frees the strings of one row and zeroes it. */
+ICA_API void store_judgment_row_clear(struct store_judgment_row *r);
+
+/* A run (strings malloc'd). */
+struct store_run_row {
+    int64_t id;
+    char *key, *kind, *bench, *config, *backend;
+    double created_at;
+};
+/* Runs of a kind (NULL = all), oldest first. Free with store_run_rows_free. */
+ICA_API int store_runs_list(struct store *s, const char *kind, struct store_run_row **rows,
+                            size_t *n, struct ica_error *e) ICA_WUR;
+ICA_API void store_run_rows_free(struct store_run_row *rows, size_t n);
+
+/* An item of a run. */
+struct store_item_row {
+    char *item_id, *data;
+    int64_t position;
+};
+/* Items of a run ordered by position. Free with store_item_rows_free. */
+ICA_API int store_items_list(struct store *s, int64_t run_id, struct store_item_row **rows,
+                             size_t *n, struct ica_error *e) ICA_WUR;
+ICA_API void store_item_rows_free(struct store_item_row *rows, size_t n);
 
 /* ==== Downloads (icalign pull) ==== */
 

@@ -19,6 +19,7 @@ static const struct cli_cmd g_cmds[] = {
     {"prompt", "print the exact URIAL prompt for a query or conversation", cmd_prompt},
     {"demos", "show, compose and transform demonstration sets (ablations)", cmd_demos},
     {"answer", "answer MT-Bench, AlpacaEval or a JSONL file into a resumable run", cmd_answer},
+    {"judge", "run an LLM judge over a run's answers (MT-Bench, AlpacaEval, just-eval)", cmd_judge},
     {"chat", "interactive multi-turn chat with a base model through URIAL", cmd_chat},
     {"pull", "download a base model GGUF (resume, sha256 check)", cmd_pull},
     {"score", "MT-Bench averages and AlpacaEval (LC) win rates from judge outputs", cmd_score},

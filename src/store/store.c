@@ -75,6 +75,8 @@ static const char SCHEMA[] =
     "  preference REAL,\n"
     "  logprobs TEXT,\n"
     "  created_at REAL NOT NULL,\n"
+    "  parsed TEXT,\n"
+    "  error TEXT,\n"
     "  UNIQUE(generation_id, judge)) STRICT;\n"
     "CREATE TABLE IF NOT EXISTS search_steps(\n"
     "  id INTEGER PRIMARY KEY,\n"
@@ -84,7 +86,8 @@ static const char SCHEMA[] =
     "  score REAL,\n"
     "  created_at REAL NOT NULL,\n"
     "  UNIQUE(run_id, step)) STRICT;\n"
-    "CREATE INDEX IF NOT EXISTS generations_run ON generations(run_id);\n";
+    "CREATE INDEX IF NOT EXISTS generations_run ON generations(run_id);\n"
+    "CREATE INDEX IF NOT EXISTS judgments_judge ON judgments(judge);\n";
 
 static double now_unix(void) {
     struct timespec ts;
@@ -180,7 +183,18 @@ int store_open(const char *dir, struct store **out, struct ica_error *e) {
     }
     char sql[64];
     snprintf(sql, sizeof sql, "PRAGMA user_version=%d", STORE_SCHEMA_VERSION);
-    if ((rc = exec(s, SCHEMA, e)) || (rc = exec(s, sql, e)) || (rc = exec(s, "COMMIT", e))) {
+    /* Version 1 -> 2: judgments gained parsed and error (icalign judge). Read again inside the
+     * transaction: another process may have migrated meanwhile. */
+    if (sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &st, NULL) == SQLITE_OK &&
+        sqlite3_step(st) == SQLITE_ROW)
+        version = sqlite3_column_int(st, 0);
+    sqlite3_finalize(st);
+    if (version == 1)
+        rc = exec(s,
+                  "ALTER TABLE judgments ADD COLUMN parsed TEXT; "
+                  "ALTER TABLE judgments ADD COLUMN error TEXT;",
+                  e);
+    if (rc || (rc = exec(s, SCHEMA, e)) || (rc = exec(s, sql, e)) || (rc = exec(s, "COMMIT", e))) {
         (void)exec(s, "ROLLBACK", NULL);
         store_close(s);
         return rc;
@@ -484,11 +498,12 @@ int store_judgment_put(struct store *s, const struct store_judgment *j, struct i
     sqlite3_stmt *st = NULL;
     int rc = prep(s,
                   "INSERT INTO judgments(generation_id,judge,prompt_name,prompt,raw,score,"
-                  "preference,logprobs,created_at) VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9) "
+                  "preference,logprobs,created_at,parsed,error) "
+                  "VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11) "
                   "ON CONFLICT(generation_id,judge) DO UPDATE SET prompt_name=excluded.prompt_name,"
                   " prompt=excluded.prompt, raw=excluded.raw, score=excluded.score, "
                   "preference=excluded.preference, logprobs=excluded.logprobs, "
-                  "created_at=excluded.created_at",
+                  "created_at=excluded.created_at, parsed=excluded.parsed, error=excluded.error",
                   &st, e);
     if (rc)
         return rc;
@@ -507,8 +522,267 @@ int store_judgment_put(struct store *s, const struct store_judgment *j, struct i
         sqlite3_bind_double(st, 7, j->preference);
     bind_text(st, 8, j->logprobs_json);
     sqlite3_bind_double(st, 9, now_unix());
+    bind_text(st, 10, j->parsed_json);
+    bind_text(st, 11, j->error);
     if (sqlite3_step(st) != SQLITE_DONE)
         rc = dberr(s, e, "storing a judgment");
     sqlite3_finalize(st);
     return rc;
+}
+
+static double col_num(sqlite3_stmt *st, int i) {
+    return sqlite3_column_type(st, i) == SQLITE_NULL ? NAN : sqlite3_column_double(st, i);
+}
+
+/* NULL stays NULL; out of memory sets *oom. */
+static char *col_opt(sqlite3_stmt *st, int i, bool *oom) {
+    if (sqlite3_column_type(st, i) == SQLITE_NULL)
+        return NULL;
+    char *p = col_dup(st, i, NULL);
+    if (!p)
+        *oom = true;
+    return p;
+}
+
+void store_judgment_row_clear(struct store_judgment_row *r) {
+    free(r->item_id);
+    free(r->judge);
+    free(r->prompt_name);
+    free(r->prompt);
+    free(r->raw);
+    free(r->logprobs);
+    free(r->parsed);
+    free(r->error);
+    free(r->item_data);
+    free(r->cleaned);
+    memset(r, 0, sizeof *r);
+}
+
+void store_judgment_rows_free(struct store_judgment_row *rows, size_t n) {
+    for (size_t i = 0; rows && i < n; i++)
+        store_judgment_row_clear(&rows[i]);
+    free(rows);
+}
+
+#define JUDGMENT_COLS                                                                              \
+    "j.id, j.generation_id, j.judge, j.prompt_name, j.prompt, j.raw, j.score, j.preference, "      \
+    "j.logprobs, j.parsed, j.error, j.created_at"
+
+/* Fills the judgment columns 0..11 of JUDGMENT_COLS; false when out of memory. */
+static bool judgment_cols(sqlite3_stmt *st, struct store_judgment_row *r) {
+    bool oom = false;
+    r->id = sqlite3_column_int64(st, 0);
+    r->generation_id = sqlite3_column_int64(st, 1);
+    r->judge = col_opt(st, 2, &oom);
+    r->prompt_name = col_opt(st, 3, &oom);
+    r->prompt = col_opt(st, 4, &oom);
+    r->raw = col_opt(st, 5, &oom);
+    r->score = col_num(st, 6);
+    r->preference = col_num(st, 7);
+    r->logprobs = col_opt(st, 8, &oom);
+    r->parsed = col_opt(st, 9, &oom);
+    r->error = col_opt(st, 10, &oom);
+    r->created_at = sqlite3_column_double(st, 11);
+    return !oom;
+}
+
+int store_judgment_get(struct store *s, int64_t generation_id, const char *judge,
+                       struct store_judgment_row *out, bool *found, struct ica_error *e) {
+    memset(out, 0, sizeof *out);
+    *found = false;
+    sqlite3_stmt *st = NULL;
+    int rc = prep(s,
+                  "SELECT " JUDGMENT_COLS " FROM judgments j WHERE j.generation_id=?1 AND "
+                  "j.judge=?2",
+                  &st, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, generation_id);
+    bind_text(st, 2, judge);
+    int r = sqlite3_step(st);
+    if (r == SQLITE_ROW) {
+        if (!judgment_cols(st, out)) {
+            store_judgment_row_clear(out);
+            rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+        } else {
+            *found = true;
+        }
+    } else if (r != SQLITE_DONE) {
+        rc = dberr(s, e, "reading a judgment");
+    }
+    sqlite3_finalize(st);
+    return rc;
+}
+
+int store_judgments_list(struct store *s, int64_t run_id, const char *judge,
+                         struct store_judgment_row **rows, size_t *n, struct ica_error *e) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = prep(s,
+                  "SELECT " JUDGMENT_COLS ", g.run_id, g.item_id, g.turn, i.position, i.data, "
+                  "g.cleaned FROM judgments j JOIN generations g ON g.id = j.generation_id "
+                  "JOIN items i ON i.run_id = g.run_id AND i.item_id = g.item_id "
+                  "WHERE g.run_id=?1 AND (?2 IS NULL OR j.judge=?2) "
+                  "ORDER BY j.judge, i.position, g.turn",
+                  &st, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    bind_text(st, 2, judge);
+    size_t cap = 0;
+    struct store_judgment_row *v = NULL;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            struct store_judgment_row *t = realloc(v, nc * sizeof *t);
+            if (!t) {
+                rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+                break;
+            }
+            v = t;
+            cap = nc;
+        }
+        struct store_judgment_row *x = &v[*n];
+        memset(x, 0, sizeof *x);
+        (*n)++;
+        bool ok = judgment_cols(st, x);
+        x->run_id = sqlite3_column_int64(st, 12);
+        x->item_id = col_dup(st, 13, NULL);
+        x->turn = sqlite3_column_int(st, 14);
+        x->position = sqlite3_column_int64(st, 15);
+        x->item_data = col_dup(st, 16, NULL);
+        x->cleaned = col_dup(st, 17, &x->cleaned_len);
+        if (!ok || !x->item_id || !x->item_data || !x->cleaned) {
+            rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = dberr(s, e, "listing judgments");
+    sqlite3_finalize(st);
+    if (rc) {
+        store_judgment_rows_free(v, *n);
+        *n = 0;
+        return rc;
+    }
+    *rows = v;
+    return ICA_OK;
+}
+
+void store_run_rows_free(struct store_run_row *rows, size_t n) {
+    for (size_t i = 0; rows && i < n; i++) {
+        free(rows[i].key);
+        free(rows[i].kind);
+        free(rows[i].bench);
+        free(rows[i].config);
+        free(rows[i].backend);
+    }
+    free(rows);
+}
+
+int store_runs_list(struct store *s, const char *kind, struct store_run_row **rows, size_t *n,
+                    struct ica_error *e) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = prep(s,
+                  "SELECT id, key, kind, bench, config, backend, created_at FROM runs "
+                  "WHERE ?1 IS NULL OR kind=?1 ORDER BY id",
+                  &st, e);
+    if (rc)
+        return rc;
+    bind_text(st, 1, kind);
+    size_t cap = 0;
+    struct store_run_row *v = NULL;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 8;
+            struct store_run_row *t = realloc(v, nc * sizeof *t);
+            if (!t) {
+                rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+                break;
+            }
+            v = t;
+            cap = nc;
+        }
+        struct store_run_row *x = &v[(*n)++];
+        bool oom = false;
+        x->id = sqlite3_column_int64(st, 0);
+        x->key = col_opt(st, 1, &oom);
+        x->kind = col_opt(st, 2, &oom);
+        x->bench = col_opt(st, 3, &oom);
+        x->config = col_opt(st, 4, &oom);
+        x->backend = col_opt(st, 5, &oom);
+        x->created_at = sqlite3_column_double(st, 6);
+        if (oom) {
+            rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = dberr(s, e, "listing runs");
+    sqlite3_finalize(st);
+    if (rc) {
+        store_run_rows_free(v, *n);
+        *n = 0;
+        return rc;
+    }
+    *rows = v;
+    return ICA_OK;
+}
+
+void store_item_rows_free(struct store_item_row *rows, size_t n) {
+    for (size_t i = 0; rows && i < n; i++) {
+        free(rows[i].item_id);
+        free(rows[i].data);
+    }
+    free(rows);
+}
+
+int store_items_list(struct store *s, int64_t run_id, struct store_item_row **rows, size_t *n,
+                     struct ica_error *e) {
+    *rows = NULL;
+    *n = 0;
+    sqlite3_stmt *st = NULL;
+    int rc = prep(s, "SELECT item_id, data, position FROM items WHERE run_id=?1 ORDER BY position",
+                  &st, e);
+    if (rc)
+        return rc;
+    sqlite3_bind_int64(st, 1, run_id);
+    size_t cap = 0;
+    struct store_item_row *v = NULL;
+    int r;
+    while ((r = sqlite3_step(st)) == SQLITE_ROW) {
+        if (*n == cap) {
+            size_t nc = cap ? 2 * cap : 64;
+            struct store_item_row *t = realloc(v, nc * sizeof *t);
+            if (!t) {
+                rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+                break;
+            }
+            v = t;
+            cap = nc;
+        }
+        struct store_item_row *x = &v[(*n)++];
+        x->item_id = col_dup(st, 0, NULL);
+        x->data = col_dup(st, 1, NULL);
+        x->position = sqlite3_column_int64(st, 2);
+        if (!x->item_id || !x->data) {
+            rc = ica_seterr(e, ICA_ERR_NOMEM, "out of memory");
+            break;
+        }
+    }
+    if (!rc && r != SQLITE_DONE)
+        rc = dberr(s, e, "listing items");
+    sqlite3_finalize(st);
+    if (rc) {
+        store_item_rows_free(v, *n);
+        *n = 0;
+        return rc;
+    }
+    *rows = v;
+    return ICA_OK;
 }
