@@ -14,6 +14,7 @@
 
 #include <math.h>
 #include <microhttpd.h>
+#include <sqlite3.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -160,6 +161,131 @@ static void test_runs_and_generations(void **state) {
 
 /* A child stores generations one by one and is killed with SIGKILL; every generation it
  * committed is there afterwards and the database is consistent. */
+/* Judgments (icalign judge): parsed/error columns, get, list joined with items and generations
+ * in (judge, position, turn) order, runs and items lists; a schema-1 store gains the columns. */
+static void test_judgments(void **state) {
+    (void)state;
+    struct ica_error e = {0};
+    struct store *s = NULL;
+    const char *dir = subdir("judged");
+    assert_int_equal(store_open(dir, &s, &e), ICA_OK);
+    struct store_run_info ri = info("{\"j\":1}");
+    int64_t run = 0;
+    assert_int_equal(store_run_open(s, &ri, &run, NULL, NULL, &e), ICA_OK);
+    assert_int_equal(store_item_put(s, run, "82", 1, "{\"question_id\":82}", &e), ICA_OK);
+    assert_int_equal(store_item_put(s, run, "81", 0, "{\"question_id\":81}", &e), ICA_OK);
+    put_gen(s, run, "82", 1, "b1");
+    put_gen(s, run, "81", 2, "a2");
+    put_gen(s, run, "81", 1, "a1");
+    int64_t g[3];
+    const char *it[3] = {"82", "81", "81"};
+    const int tu[3] = {1, 2, 1};
+    for (int k = 0; k < 3; k++) {
+        struct store_gen_row row;
+        bool found = false;
+        assert_int_equal(store_generation_get(s, run, it[k], tu[k], &row, &found, &e), ICA_OK);
+        assert_true(found);
+        g[k] = row.id;
+        store_gen_row_free(&row);
+    }
+    for (int k = 0; k < 3; k++) {
+        struct store_judgment j = {.generation_id = g[k],
+                                   .judge = "mt-bench/x",
+                                   .prompt_name = "single-v1",
+                                   .prompt = "[]",
+                                   .raw = k == 0 ? "" : "[[5]]",
+                                   .score = k == 0 ? NAN : 5,
+                                   .preference = NAN,
+                                   .parsed_json = k == 0 ? NULL : "{\"score\":5}",
+                                   .error = k == 0 ? "item 82 turn 1: too long" : NULL};
+        assert_int_equal(store_judgment_put(s, &j, &e), ICA_OK);
+    }
+    struct store_judgment ja = {.generation_id = g[2],
+                                .judge = "alpaca-eval/x",
+                                .prompt = "[]",
+                                .raw = "m",
+                                .score = NAN,
+                                .preference = 1.25,
+                                .logprobs_json = "[]"};
+    assert_int_equal(store_judgment_put(s, &ja, &e), ICA_OK);
+    struct store_judgment_row r;
+    bool found = false;
+    assert_int_equal(store_judgment_get(s, g[0], "mt-bench/x", &r, &found, &e), ICA_OK);
+    assert_true(found);
+    assert_string_equal(r.error, "item 82 turn 1: too long");
+    assert_null(r.parsed);
+    assert_true(isnan(r.score));
+    store_judgment_row_clear(&r);
+    assert_int_equal(store_judgment_get(s, g[0], "other", &r, &found, &e), ICA_OK);
+    assert_false(found);
+
+    struct store_judgment_row *rows = NULL;
+    size_t n = 0;
+    assert_int_equal(store_judgments_list(s, run, "mt-bench/x", &rows, &n, &e), ICA_OK);
+    assert_int_equal(n, 3);
+    assert_string_equal(rows[0].item_id, "81");
+    assert_int_equal(rows[0].turn, 1);
+    assert_string_equal(rows[0].cleaned, "a1");
+    assert_string_equal(rows[0].parsed, "{\"score\":5}");
+    assert_true(rows[0].score == 5);
+    assert_int_equal(rows[1].turn, 2);
+    assert_string_equal(rows[2].item_id, "82");
+    assert_string_equal(rows[2].item_data, "{\"question_id\":82}");
+    assert_non_null(rows[2].error);
+    store_judgment_rows_free(rows, n);
+    assert_int_equal(store_judgments_list(s, run, NULL, &rows, &n, &e), ICA_OK);
+    assert_int_equal(n, 4);
+    assert_string_equal(rows[0].judge, "alpaca-eval/x"); /* ordered by judge */
+    assert_true(rows[0].preference == 1.25);
+    store_judgment_rows_free(rows, n);
+
+    struct store_run_row *runs = NULL;
+    assert_int_equal(store_runs_list(s, "answer", &runs, &n, &e), ICA_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(runs[0].id, run);
+    store_run_rows_free(runs, n);
+    assert_int_equal(store_runs_list(s, "judge", &runs, &n, &e), ICA_OK);
+    assert_int_equal(n, 0);
+    store_run_rows_free(runs, n);
+    struct store_item_row *items = NULL;
+    assert_int_equal(store_items_list(s, run, &items, &n, &e), ICA_OK);
+    assert_int_equal(n, 2);
+    assert_string_equal(items[0].item_id, "81");
+    store_item_rows_free(items, n);
+    store_close(s);
+
+    /* a schema-1 store (no parsed/error columns) is upgraded on open */
+    const char *old = subdir("schema1");
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", old, STORE_DB_NAME);
+    mkdir(old, 0777);
+    sqlite3 *db = NULL;
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    assert_int_equal(
+        sqlite3_exec(db,
+                     "CREATE TABLE judgments(id INTEGER PRIMARY KEY, generation_id INTEGER NOT "
+                     "NULL, judge TEXT NOT NULL, prompt_name TEXT, prompt TEXT NOT NULL, raw TEXT "
+                     "NOT NULL, score REAL, preference REAL, logprobs TEXT, created_at REAL NOT "
+                     "NULL, UNIQUE(generation_id, judge)) STRICT; PRAGMA user_version=1;",
+                     NULL, NULL, NULL),
+        SQLITE_OK);
+    sqlite3_close(db);
+    assert_int_equal(store_open(old, &s, &e), ICA_OK);
+    store_close(s);
+    assert_int_equal(store_open(old, &s, &e), ICA_OK); /* reopening does not migrate again */
+    store_close(s);
+    assert_int_equal(sqlite3_open(path, &db), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    assert_int_equal(sqlite3_prepare_v2(db, "SELECT parsed, error FROM judgments", -1, &st, NULL),
+                     SQLITE_OK);
+    sqlite3_finalize(st);
+    assert_int_equal(sqlite3_prepare_v2(db, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_step(st), SQLITE_ROW);
+    assert_int_equal(sqlite3_column_int(st, 0), STORE_SCHEMA_VERSION);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+}
+
 static void test_crash_safety(void **state) {
     (void)state;
     const char *dir = subdir("crash");
@@ -397,7 +523,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sha256),       cmocka_unit_test(test_runs_and_generations),
         cmocka_unit_test(test_crash_safety), cmocka_unit_test(test_file_hash_cache),
-        cmocka_unit_test(test_download),
+        cmocka_unit_test(test_download),     cmocka_unit_test(test_judgments),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
