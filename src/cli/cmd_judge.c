@@ -274,7 +274,7 @@ struct jrun {
     long kill_after;
     bool store_failed;
     struct ica_error serr;
-    char first_error[ICA_ERRMSG_MAX + 64];
+    char first_error[ICA_ERRMSG_MAX + 128];
 };
 
 static char *messages_json(const char *sys, const char *user) {
@@ -310,20 +310,22 @@ static bool on_done(void *ud, size_t i, const struct backend_request *req, struc
     sj.prompt = j->prompt_json;
     sj.score = NAN;
     sj.preference = NAN;
-    char msg[ICA_ERRMSG_MAX + 64];
+    char msg[ICA_ERRMSG_MAX + 128];
     json_object *parsed = NULL, *lps = NULL;
     char *raw = NULL;
     if (err || !r) {
-        snprintf(msg, sizeof msg, "item %s turn %d: %s%s", j->item_id, j->turn,
-                 err ? err->msg : "request failed",
-                 err && err->code == ICA_ERR_RANGE
-                     ? " (the judge needs a larger context: -c N, or fewer --max-tokens)"
-                     : "");
+        int mk = snprintf(msg, sizeof msg, "item %s turn %d: %s%s", j->item_id, j->turn,
+                          err ? err->msg : "request failed",
+                          err && err->code == ICA_ERR_RANGE
+                              ? " (the judge needs a larger context: -c N, or fewer --max-tokens)"
+                              : "");
+        if (mk < 0 || (size_t)mk >= sizeof msg)
+            msg[sizeof msg - 1] = '\0'; /* truncated */
         if (R->prog.drawn)
             fputc('\n', stderr);
         cli_error("judge: %s", msg);
         if (!R->first_error[0])
-            snprintf(R->first_error, sizeof R->first_error, "%s", msg);
+            memcpy(R->first_error, msg, sizeof msg);
         sj.raw = "";
         sj.error = msg;
         R->failed++;
@@ -850,6 +852,10 @@ int cmd_judge(int argc, char **argv) {
             if (found) {
                 gid[t - 1] = g.id;
                 ans[t - 1] = cli_utf8_sanitize(g.cleaned, g.cleaned_len);
+                if (!ans[t - 1]) {
+                    cli_error("judge: out of memory");
+                    fatal = true;
+                }
             }
             store_gen_row_free(&g);
         }
