@@ -271,6 +271,42 @@ TGT static void SFX(dot4_q8_0)(int64_t n, const void *vx, const void *vy, size_t
         out[t * os] = hsum8(acc[t]);
 }
 
+/* Four Q8_0 rows by up to four tokens, two rows at a time: the activation
+ * loads and scales are shared by the two rows; per output the lanes, FMAs
+ * and tree of dot_q8_0. */
+TGT static void SFX(tile4_q8_0)(int64_t n, const void *vx, size_t xs, const void *vy, size_t ys,
+                                int nt, float *out, int64_t os) {
+    const blk_q8_0 *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);
+    for (int rp = 0; rp < 4; rp += 2) {
+        const blk_q8_0 *x0 = (const blk_q8_0 *)((const char *)vx + (size_t)rp * xs);
+        const blk_q8_0 *x1 = (const blk_q8_0 *)((const char *)vx + (size_t)(rp + 1) * xs);
+        __m256 a0[4], a1[4];
+        for (int t = 0; t < 4; t++)
+            a0[t] = a1[t] = _mm256_setzero_ps();
+        for (int64_t i = 0; i < n / QK32; i++) {
+            pf(x0 + i);
+            pf(x1 + i);
+            const __m256i q0 = loadu256(x0[i].qs), q1 = loadu256(x1[i].qs);
+            const __m256i ax0 = _mm256_sign_epi8(q0, q0), ax1 = _mm256_sign_epi8(q1, q1);
+            const float d0 = h2f(x0[i].d), d1 = h2f(x1[i].d);
+            for (int t = 0; t < nt; t++) {
+                const __m256i yv = loadu256(y[t][i].qs);
+                const float dy = h2f(y[t][i].d);
+                const __m256i l0 = dot_ss_abs(ax0, q0, yv);
+                const __m256i l1 = dot_ss_abs(ax1, q1, yv);
+                a0[t] = _mm256_fmadd_ps(_mm256_set1_ps(d0 * dy), _mm256_cvtepi32_ps(l0), a0[t]);
+                a1[t] = _mm256_fmadd_ps(_mm256_set1_ps(d1 * dy), _mm256_cvtepi32_ps(l1), a1[t]);
+            }
+        }
+        for (int t = 0; t < nt; t++) {
+            out[t * os + rp] = hsum8(a0[t]);
+            out[t * os + rp + 1] = hsum8(a1[t]);
+        }
+    }
+}
+
 /* Q4_0 (repacked gemv/gemm in llama.cpp): per block the exact integer dot,
  * then acc = fma((float)isum, dx*dy, acc), one float chain per output. */
 TGT static inline __m256i q4_0_signed(const uint8_t *qs) {
@@ -951,6 +987,7 @@ static void SFX(fill)(struct kern_ops *ops) {
     ops[ICA_Q8_K].tr.from_float = SFX(quant_q8_K);
     ops[ICA_Q8_0].tr.vec_dot = SFX(dot_q8_0);
     ops[ICA_Q8_0].dot4 = SFX(dot4_q8_0);
+    ops[ICA_Q8_0].tile4 = SFX(tile4_q8_0);
     ops[ICA_Q4_0].tr.vec_dot = SFX(dot_q4_0);
     ops[ICA_Q4_0].dot4 = SFX(dot4_q4_0);
     ops[ICA_Q4_0].tile4 = SFX(tile4_q4_0);
