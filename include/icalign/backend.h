@@ -101,6 +101,15 @@ struct backend_ops {
      */
     const char *(*describe)(struct backend *b);
     void (*free)(struct backend *b);
+    /* Optional asynchronous interface (NULL when absent): submit queues one
+     * request (req must stay valid until its done callback), whose callbacks
+     * then run from poll; poll advances every submitted request by one step
+     * and returns how many are still pending (< 0 on an error that stopped the
+     * backend); cancel ends one request (its done reports it cancelled). */
+    int (*submit)(struct backend *b, const struct backend_request *req, backend_stream_fn stream,
+                  backend_done_fn done, void *ud, uint64_t *handle, struct ica_error *err);
+    int (*poll)(struct backend *b, struct ica_error *err);
+    void (*cancel)(struct backend *b, uint64_t handle);
 };
 
 struct backend {
@@ -116,6 +125,16 @@ ICA_API int64_t backend_count_tokens(struct backend *b, const char *text);
 ICA_API uint32_t backend_context_size(struct backend *b);
 ICA_API const char *backend_describe(struct backend *b);
 ICA_API void backend_free(struct backend *b);
+
+/* The asynchronous interface (see struct backend_ops): lets a server keep
+ * adding requests to a running batch. backend_has_async tells whether the
+ * backend has it; the others answer ICA_ERR_UNSUPPORTED. */
+ICA_API bool backend_has_async(const struct backend *b);
+ICA_API int backend_submit(struct backend *b, const struct backend_request *req,
+                           backend_stream_fn stream, backend_done_fn done, void *ud,
+                           uint64_t *handle, struct ica_error *err);
+ICA_API int backend_poll(struct backend *b, struct ica_error *err);
+ICA_API void backend_cancel(struct backend *b, uint64_t handle);
 
 /* Convenience: one request, result into *out (caller frees with
  * backend_result_free). */

@@ -85,3 +85,30 @@ int backend_complete1(struct backend *b, const struct backend_request *req,
     int rc = backend_run(b, req, 1, stream ? stream_one : NULL, take_one, &o, err);
     return rc != ICA_OK ? rc : o.rc;
 }
+
+bool backend_has_async(const struct backend *b) {
+    return b->ops->submit && b->ops->poll && b->ops->cancel;
+}
+
+int backend_submit(struct backend *b, const struct backend_request *req, backend_stream_fn stream,
+                   backend_done_fn done, void *ud, uint64_t *handle, struct ica_error *err) {
+    if (!backend_has_async(b))
+        return ica_seterr(err, ICA_ERR_UNSUPPORTED, "%s: no asynchronous interface",
+                          backend_describe(b));
+    if ((req->prompt != NULL) == (req->n_messages > 0))
+        return ica_seterr(err, ICA_ERR_ARG, "give exactly one of a prompt and chat messages");
+    return b->ops->submit(b, req, stream, done, ud, handle, err);
+}
+
+int backend_poll(struct backend *b, struct ica_error *err) {
+    if (!backend_has_async(b)) {
+        ica_seterr(err, ICA_ERR_UNSUPPORTED, "%s: no asynchronous interface", backend_describe(b));
+        return -1;
+    }
+    return b->ops->poll(b, err);
+}
+
+void backend_cancel(struct backend *b, uint64_t handle) {
+    if (backend_has_async(b))
+        b->ops->cancel(b, handle);
+}

@@ -103,7 +103,7 @@ static int request_tokens(struct local *l, const struct backend_request *r, int3
     return rc;
 }
 
-/* One request in flight in the engine. */
+/* One request in flight in the engine (freed by its done callback). */
 struct job {
     struct local *l;
     const struct backend_request *req;
@@ -111,10 +111,9 @@ struct job {
     backend_stream_fn stream;
     backend_done_fn done;
     void *ud;
-    uint32_t n_prompt, n_cached_hint;
+    uint32_t n_prompt;
     double t0;
-    bool *stop_all;
-    uint64_t id;
+    bool *stop_all; /* local_run: a done callback asked to stop */
 };
 
 static bool job_text(void *ud, const char *text, size_t len) {
@@ -159,61 +158,91 @@ static void job_done(void *ud, uint64_t id, struct gen_result *g, const struct i
         }
         res.seconds = now_s() - j->t0;
     }
-    if (!*j->stop_all && !j->done(j->ud, j->i, j->req, e ? NULL : &res, e))
+    const bool skip = j->stop_all && *j->stop_all;
+    if (!skip && !j->done(j->ud, j->i, j->req, e ? NULL : &res, e) && j->stop_all)
         *j->stop_all = true;
     backend_result_free(&res);
+    free(j);
+}
+
+/* Tokenizes and queues one request in the engine. */
+static int submit_job(struct local *l, const struct backend_request *r, size_t i,
+                      backend_stream_fn stream, backend_done_fn done, void *ud, bool *stop_all,
+                      uint64_t *handle, struct ica_error *err) {
+    struct job *j = calloc(1, sizeof *j);
+    if (!j)
+        return ica_seterr(err, ICA_ERR_NOMEM, "out of memory");
+    *j = (struct job){l, r, i, stream, done, ud, 0, now_s(), stop_all};
+    int32_t *ids = NULL;
+    size_t nt = 0;
+    int rc = request_tokens(l, r, &ids, &nt, err);
+    if (rc == ICA_OK && nt == 0)
+        rc = ica_seterr(err, ICA_ERR_ARG, "empty prompt");
+    if (rc == ICA_OK) {
+        struct gen_params gp = gen_default_params();
+        gp.sampling.temperature = r->sampling.temperature;
+        gp.sampling.top_p = r->sampling.top_p;
+        gp.sampling.top_k = r->sampling.top_k;
+        gp.sampling.min_p = r->sampling.min_p;
+        gp.sampling.repetition_penalty = r->sampling.repetition_penalty;
+        gp.sampling.frequency_penalty = r->sampling.frequency_penalty;
+        gp.sampling.presence_penalty = r->sampling.presence_penalty;
+        gp.sampling.seed = r->sampling.seed >= 0 ? (uint64_t)r->sampling.seed : 0;
+        gp.max_tokens = r->max_tokens;
+        gp.stop = r->stop;
+        gp.n_stop = (uint32_t)r->n_stop;
+        gp.top_logprobs = r->top_logprobs > 0 ? (uint32_t)r->top_logprobs : 0;
+        j->n_prompt = (uint32_t)nt;
+        rc = engine_submit(l->engine, ids, (uint32_t)nt, &gp, stream ? job_text : NULL, job_done, j,
+                           handle, err);
+    }
+    free(ids);
+    if (rc != ICA_OK)
+        free(j);
+    return rc;
+}
+
+static int local_submit(struct backend *b, const struct backend_request *req,
+                        backend_stream_fn stream, backend_done_fn done, void *ud, uint64_t *handle,
+                        struct ica_error *err) {
+    return submit_job((struct local *)b, req, 0, stream, done, ud, NULL, handle, err);
+}
+
+static int local_poll(struct backend *b, struct ica_error *err) {
+    struct local *l = (struct local *)b;
+    if (engine_step(l->engine, err) != ICA_OK)
+        return -1;
+    return (int)engine_pending(l->engine);
+}
+
+static void local_cancel(struct backend *b, uint64_t handle) {
+    engine_cancel(((struct local *)b)->engine, handle);
 }
 
 static int local_run(struct backend *b, const struct backend_request *reqs, size_t n,
                      backend_stream_fn stream, backend_done_fn done, void *ud,
                      struct ica_error *err) {
     struct local *l = (struct local *)b;
-    struct job *jobs = calloc(n ? n : 1, sizeof *jobs);
-    if (!jobs)
+    uint64_t *ids = calloc(n ? n : 1, sizeof *ids);
+    if (!ids)
         return ica_seterr(err, ICA_ERR_NOMEM, "out of memory for %zu requests", n);
     bool stop_all = false;
     int rc = ICA_OK;
     for (size_t i = 0; i < n && !stop_all; i++) {
-        const struct backend_request *r = &reqs[i];
-        struct job *j = &jobs[i];
-        *j = (struct job){l, r, i, stream, done, ud, 0, 0, now_s(), &stop_all, 0};
-        int32_t *ids = NULL;
-        size_t nt = 0;
         struct ica_error e = {0};
-        int erc = request_tokens(l, r, &ids, &nt, &e);
-        if (erc == ICA_OK && nt == 0)
-            erc = ica_seterr(&e, ICA_ERR_ARG, "empty prompt");
-        if (erc == ICA_OK) {
-            struct gen_params gp = gen_default_params();
-            gp.sampling.temperature = r->sampling.temperature;
-            gp.sampling.top_p = r->sampling.top_p;
-            gp.sampling.top_k = r->sampling.top_k;
-            gp.sampling.min_p = r->sampling.min_p;
-            gp.sampling.repetition_penalty = r->sampling.repetition_penalty;
-            gp.sampling.frequency_penalty = r->sampling.frequency_penalty;
-            gp.sampling.presence_penalty = r->sampling.presence_penalty;
-            gp.sampling.seed = r->sampling.seed >= 0 ? (uint64_t)r->sampling.seed : 0;
-            gp.max_tokens = r->max_tokens;
-            gp.stop = r->stop;
-            gp.n_stop = (uint32_t)r->n_stop;
-            gp.top_logprobs = r->top_logprobs > 0 ? (uint32_t)r->top_logprobs : 0;
-            j->n_prompt = (uint32_t)nt;
-            erc = engine_submit(l->engine, ids, (uint32_t)nt, &gp, stream ? job_text : NULL,
-                                job_done, j, &j->id, &e);
-        }
-        free(ids);
-        if (erc != ICA_OK && !done(ud, i, r, NULL, &e))
+        if (submit_job(l, &reqs[i], i, stream, done, ud, &stop_all, &ids[i], &e) != ICA_OK &&
+            !done(ud, i, &reqs[i], NULL, &e))
             stop_all = true;
     }
     while (engine_pending(l->engine)) {
         if (stop_all)
             for (size_t i = 0; i < n; i++)
-                if (jobs[i].id)
-                    engine_cancel(l->engine, jobs[i].id);
+                if (ids[i])
+                    engine_cancel(l->engine, ids[i]);
         if ((rc = engine_step(l->engine, err)) != ICA_OK)
             break;
     }
-    free(jobs);
+    free(ids);
     return rc;
 }
 
@@ -246,7 +275,8 @@ static void local_free(struct backend *b) {
 }
 
 static const struct backend_ops g_local_ops = {
-    "local", local_run, local_count, local_ctx_size, local_describe, local_free,
+    "local",    local_run,    local_count, local_ctx_size, local_describe,
+    local_free, local_submit, local_poll,  local_cancel,
 };
 
 int local_backend_new(const struct local_options *o, struct backend **out, struct ica_error *err) {

@@ -220,7 +220,15 @@ static uint32_t remote_context_size(struct backend *b) {
 }
 
 static const struct backend_ops remote_ops = {
-    "remote", remote_run, remote_count_tokens, remote_context_size, remote_describe, remote_free,
+    "remote",
+    remote_run,
+    remote_count_tokens,
+    remote_context_size,
+    remote_describe,
+    remote_free,
+    NULL,
+    NULL,
+    NULL, /* no asynchronous interface: concurrency is inside run */
 };
 
 int remote_backend_new(const struct remote_options *o, struct backend **out,

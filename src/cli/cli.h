@@ -96,14 +96,18 @@ enum {
     CLI_OPT_PREFIX_CACHE
 };
 /* Long options of a backend (use together with CLI_MODEL_LONGOPTS). */
+/* clang-format off */
 #define CLI_BACKEND_LONGOPTS                                                                       \
     {"base-url", required_argument, 0, CLI_OPT_BASE_URL},                                          \
-        {"remote-model", required_argument, 0, CLI_OPT_REMOTE_MODEL},                              \
-        {"api-key-file", required_argument, 0, CLI_OPT_API_KEY_FILE},                              \
-        {"concurrency", required_argument, 0, CLI_OPT_CONCURRENCY},                                \
-        {"timeout", required_argument, 0, CLI_OPT_TIMEOUT}, {                                      \
-        "chat-template", required_argument, 0, CLI_OPT_CHAT_TEMPLATE                               \
-    }
+    {"remote-model", required_argument, 0, CLI_OPT_REMOTE_MODEL},                                  \
+    {"api-key-file", required_argument, 0, CLI_OPT_API_KEY_FILE},                                  \
+    {"concurrency", required_argument, 0, CLI_OPT_CONCURRENCY},                                    \
+    {"timeout", required_argument, 0, CLI_OPT_TIMEOUT},                                            \
+    {"chat-template", required_argument, 0, CLI_OPT_CHAT_TEMPLATE},                                \
+    {"parallel", required_argument, 0, CLI_OPT_PARALLEL},                                          \
+    {"kv-mem", required_argument, 0, CLI_OPT_KV_MEM},                                              \
+    {"prefix-cache", required_argument, 0, CLI_OPT_PREFIX_CACHE}
+/* clang-format on */
 
 struct cli_backend_opts {
     struct cli_model_opts local; /* -m, -c, --kv-type, --batch, -t */

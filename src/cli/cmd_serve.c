@@ -264,12 +264,10 @@ int cmd_serve(int argc, char **argv) {
         if (!name)
             name = ro.model;
     } else if (ret == 0) {
+        /* the engine generates --parallel sequences in one batch */
+        if (bo.parallel <= 0)
+            bo.parallel = so.parallel;
         ret = cli_backend_open(&bo, "serve", &be[0]);
-        if (ret == 0 && so.parallel > 1)
-            fprintf(stderr,
-                    "icalign: serve: the local backend answers one request at a time today; "
-                    "--parallel %d admits up to %d requests, the others wait in the queue\n",
-                    so.parallel, so.parallel);
         if (!name && bo.local.path) {
             static char nm[256];
             snprintf(nm, sizeof nm, "%s", base_name(bo.local.path));
@@ -281,9 +279,6 @@ int cmd_serve(int argc, char **argv) {
     }
     struct serve *srv = NULL;
     if (ret == 0) {
-        /* The local backend has one worker: admit its --parallel slots through the queue. */
-        if (!bo.n_base_urls && so.parallel > 1)
-            so.queue += so.parallel - 1;
         so.backends = be;
         so.n_backends = n_be;
         so.set = set;

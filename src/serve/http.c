@@ -740,7 +740,9 @@ int serve_start(const struct serve_options *o, struct serve **out, struct ica_er
     s->id_salt = (uint64_t)time(NULL) * 0x9E3779B97F4A7C15ull ^ (uint64_t)getpid();
     const size_t n_workers =
         (size_t)o->parallel < o->n_backends ? (size_t)o->parallel : o->n_backends;
-    int rc = sched_new(o->backends, n_workers, (size_t)o->queue, &s->sched, err);
+    /* one asynchronous backend (the local engine) takes all parallel slots in one batch */
+    const size_t slots = n_workers ? (size_t)o->parallel / n_workers : 1;
+    int rc = sched_new(o->backends, n_workers, slots, (size_t)o->queue, &s->sched, err);
     if (rc != ICA_OK) {
         serve_stop(s, 0);
         return rc;

@@ -48,8 +48,10 @@ void job_release(struct job *j); /* drops one reference; frees on the last */
 /* ---- scheduler: a bounded queue in front of the workers. A future engine scheduler that
  * batches many sequences replaces this file behind the same three calls. ---- */
 struct sched;
-int sched_new(struct backend *const *backends, size_t n_workers, size_t queue_cap,
-              struct sched **out, struct ica_error *err);
+/* slots_per_worker > 1: a worker over a backend with the asynchronous interface keeps that many
+ * jobs in the backend's batch at once (continuous batching); others run one job at a time. */
+int sched_new(struct backend *const *backends, size_t n_workers, size_t slots_per_worker,
+              size_t queue_cap, struct sched **out, struct ica_error *err);
 /* Takes a reference to j and queues it; false when the queue is full (429) or stopping. */
 bool sched_submit(struct sched *s, struct job *j);
 void sched_counts(struct sched *s, size_t *running, size_t *queued);

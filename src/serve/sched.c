@@ -157,7 +157,13 @@ struct worker {
     struct sched *s;
     struct backend *be;
     pthread_t th;
-    struct job *cur; /* guarded by s->mu */
+    struct job *cur; /* guarded by s->mu (one-at-a-time workers) */
+    /* workers over a backend with the asynchronous interface keep several jobs
+     * in its batch at once; guarded by s->mu */
+    size_t slots;
+    struct job **active;
+    uint64_t *handles;
+    size_t n_active;
 };
 
 struct sched {
@@ -169,15 +175,18 @@ struct sched {
     bool stopping;
     struct worker *w;
     size_t n_w;
+    size_t slots; /* jobs that can run at once, all workers together */
 };
 
-static void run_job(struct backend *be, struct job *j) {
+/* Cancellation and context checks before a job runs; false when it is
+ * finished already (failed). */
+static bool prepare_job(struct backend *be, struct job *j) {
     pthread_mutex_lock(&j->mu);
     j->t_start = serve_now();
     if (atomic_load(&j->cancel)) {
         job_fail(j, 499, "invalid_request_error", "cancelled", "request cancelled");
         pthread_mutex_unlock(&j->mu);
-        return;
+        return false;
     }
     pthread_mutex_unlock(&j->mu);
     /* Context check here, where the backend is owned: tokenizers are not shared across
@@ -194,7 +203,7 @@ static void run_job(struct backend *be, struct job *j) {
             job_fail(j, 400, "invalid_request_error", "context_length_exceeded", msg);
             snprintf(j->err.param, sizeof j->err.param, "%s", j->chat ? "messages" : "prompt");
             pthread_mutex_unlock(&j->mu);
-            return;
+            return false;
         }
         if (np >= 0 && (uint64_t)np + j->req.max_tokens > n_ctx) {
             if (j->explicit_max) {
@@ -206,7 +215,7 @@ static void run_job(struct backend *be, struct job *j) {
                 job_fail(j, 400, "invalid_request_error", "context_length_exceeded", msg);
                 snprintf(j->err.param, sizeof j->err.param, "max_tokens");
                 pthread_mutex_unlock(&j->mu);
-                return;
+                return false;
             }
             j->req.max_tokens = (uint32_t)(n_ctx - (uint64_t)np);
         }
@@ -215,20 +224,128 @@ static void run_job(struct backend *be, struct job *j) {
     j->admitted = true;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&j->mu);
-    struct ica_error e = {0};
-    int rc = backend_run(be, &j->req, 1, on_stream, on_done, j, &e);
+    return true;
+}
+
+/* A job that ended without a result is reported as a backend failure. */
+static void settle(struct job *j, int rc, const struct ica_error *e) {
     pthread_mutex_lock(&j->mu);
     if (!j->done) {
         const bool client = rc == ICA_ERR_ARG || rc == ICA_ERR_RANGE || rc == ICA_ERR_UNSUPPORTED;
         job_fail(j, client ? 400 : 500, client ? "invalid_request_error" : "server_error",
-                 client ? NULL : "backend_error", rc != ICA_OK ? e.msg : "no result");
+                 client ? NULL : "backend_error", rc != ICA_OK ? e->msg : "no result");
     }
     pthread_mutex_unlock(&j->mu);
+}
+
+static void run_job(struct backend *be, struct job *j) {
+    if (!prepare_job(be, j))
+        return;
+    struct ica_error e = {0};
+    int rc = backend_run(be, &j->req, 1, on_stream, on_done, j, &e);
+    settle(j, rc, &e);
+}
+
+static bool job_is_done(struct job *j) {
+    pthread_mutex_lock(&j->mu);
+    const bool d = j->done;
+    pthread_mutex_unlock(&j->mu);
+    return d;
+}
+
+/* A worker over an asynchronous backend (the local engine's scheduler):
+ * queued jobs join the running batch as slots free up, every poll is one
+ * step of all of them, a cancelled job leaves the batch at the next step. */
+static void async_worker(struct worker *w) {
+    struct sched *s = w->s;
+    struct job **fresh = calloc(w->slots, sizeof *fresh);
+    struct job **ended = calloc(w->slots, sizeof *ended);
+    if (!fresh || !ended) {
+        free(fresh);
+        free(ended);
+        return;
+    }
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stopping && !s->head && w->n_active == 0)
+            pthread_cond_wait(&s->cv, &s->mu);
+        if (!s->head && w->n_active == 0)
+            break; /* stopping and nothing left */
+        size_t n_fresh = 0;
+        while (s->head && w->n_active < w->slots && !s->stopping) {
+            struct job *j = s->head;
+            s->head = j->next;
+            if (!s->head)
+                s->tail = NULL;
+            j->next = NULL;
+            s->queued--;
+            s->running++;
+            w->handles[w->n_active] = 0;
+            w->active[w->n_active++] = j;
+            fresh[n_fresh++] = j;
+        }
+        pthread_mutex_unlock(&s->mu);
+        for (size_t k = 0; k < n_fresh; k++) {
+            struct job *j = fresh[k];
+            if (!prepare_job(w->be, j))
+                continue;
+            struct ica_error e = {0};
+            uint64_t h = 0;
+            int rc = backend_submit(w->be, &j->req, on_stream, on_done, j, &h, &e);
+            if (rc != ICA_OK)
+                settle(j, rc, &e);
+            pthread_mutex_lock(&s->mu);
+            for (size_t a = 0; a < w->n_active; a++)
+                if (w->active[a] == j)
+                    w->handles[a] = h;
+            pthread_mutex_unlock(&s->mu);
+        }
+        /* cancelled jobs (client gone, shutdown) leave the batch */
+        pthread_mutex_lock(&s->mu);
+        for (size_t a = 0; a < w->n_active; a++)
+            if (w->handles[a] && atomic_load(&w->active[a]->cancel))
+                backend_cancel(w->be, w->handles[a]);
+        pthread_mutex_unlock(&s->mu);
+        struct ica_error e = {0};
+        if (backend_poll(w->be, &e) < 0) {
+            pthread_mutex_lock(&s->mu);
+            for (size_t a = 0; a < w->n_active; a++)
+                settle(w->active[a], e.code ? e.code : ICA_ERR_IO, &e);
+            pthread_mutex_unlock(&s->mu);
+        }
+        pthread_mutex_lock(&s->mu);
+        size_t n_ended = 0;
+        for (size_t a = 0; a < w->n_active;) {
+            if (job_is_done(w->active[a])) {
+                ended[n_ended++] = w->active[a];
+                w->active[a] = w->active[w->n_active - 1];
+                w->handles[a] = w->handles[w->n_active - 1];
+                w->n_active--;
+                s->running--;
+            } else {
+                a++;
+            }
+        }
+        if (n_ended) {
+            pthread_cond_broadcast(&s->idle_cv);
+            pthread_mutex_unlock(&s->mu);
+            for (size_t k = 0; k < n_ended; k++)
+                job_release(ended[k]);
+            pthread_mutex_lock(&s->mu);
+        }
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(fresh);
+    free(ended);
 }
 
 static void *worker_main(void *arg) {
     struct worker *w = arg;
     struct sched *s = w->s;
+    if (w->slots > 1) {
+        async_worker(w);
+        return NULL;
+    }
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->stopping && !s->head)
@@ -257,8 +374,8 @@ static void *worker_main(void *arg) {
     return NULL;
 }
 
-int sched_new(struct backend *const *backends, size_t n_workers, size_t queue_cap,
-              struct sched **out, struct ica_error *err) {
+int sched_new(struct backend *const *backends, size_t n_workers, size_t slots_per_worker,
+              size_t queue_cap, struct sched **out, struct ica_error *err) {
     *out = NULL;
     struct sched *s = calloc(1, sizeof *s);
     if (!s || !(s->w = calloc(n_workers, sizeof *s->w))) {
@@ -272,6 +389,19 @@ int sched_new(struct backend *const *backends, size_t n_workers, size_t queue_ca
     for (size_t i = 0; i < n_workers; i++) {
         s->w[i].s = s;
         s->w[i].be = backends[i];
+        s->w[i].slots = 1;
+        if (slots_per_worker > 1 && backend_has_async(backends[i])) {
+            s->w[i].slots = slots_per_worker;
+            s->w[i].active = calloc(slots_per_worker, sizeof *s->w[i].active);
+            s->w[i].handles = calloc(slots_per_worker, sizeof *s->w[i].handles);
+            if (!s->w[i].active || !s->w[i].handles) {
+                struct serve_error e = {0};
+                sched_shutdown(s, &e, 0);
+                sched_destroy(s);
+                return ica_seterr(err, ICA_ERR_NOMEM, "out of memory");
+            }
+        }
+        s->slots += s->w[i].slots;
         if (pthread_create(&s->w[i].th, NULL, worker_main, &s->w[i]) != 0) {
             struct serve_error e = {0};
             sched_shutdown(s, &e, 0);
@@ -287,7 +417,7 @@ int sched_new(struct backend *const *backends, size_t n_workers, size_t queue_ca
 bool sched_submit(struct sched *s, struct job *j) {
     pthread_mutex_lock(&s->mu);
     /* n_w jobs run, cap more wait: queued counts jobs no worker has taken yet */
-    if (s->stopping || s->queued + s->running >= s->n_w + s->cap) {
+    if (s->stopping || s->queued + s->running >= s->slots + s->cap) {
         pthread_mutex_unlock(&s->mu);
         return false;
     }
@@ -310,7 +440,7 @@ void sched_counts(struct sched *s, size_t *running, size_t *queued) {
     pthread_mutex_lock(&s->mu);
     *running = s->running;
     /* jobs a free worker is about to take are not waiting */
-    size_t free_w = s->n_w > s->running ? s->n_w - s->running : 0;
+    size_t free_w = s->slots > s->running ? s->slots - s->running : 0;
     *queued = s->queued > free_w ? s->queued - free_w : 0;
     pthread_mutex_unlock(&s->mu);
 }
@@ -350,9 +480,12 @@ void sched_shutdown(struct sched *s, const struct serve_error *e, double grace_s
     pthread_mutex_lock(&s->mu);
     while (s->running > 0 && pthread_cond_timedwait(&s->idle_cv, &s->mu, &dl) == 0) {
     }
-    for (size_t i = 0; i < s->n_w; i++)
+    for (size_t i = 0; i < s->n_w; i++) {
         if (s->w[i].cur)
             atomic_store(&s->w[i].cur->cancel, true);
+        for (size_t a = 0; a < s->w[i].n_active; a++)
+            atomic_store(&s->w[i].active[a]->cancel, true);
+    }
     pthread_cond_broadcast(&s->cv);
     pthread_mutex_unlock(&s->mu);
     for (size_t i = 0; i < s->n_w; i++)
@@ -365,6 +498,10 @@ void sched_destroy(struct sched *s) {
     pthread_mutex_destroy(&s->mu);
     pthread_cond_destroy(&s->cv);
     pthread_cond_destroy(&s->idle_cv);
+    for (size_t i = 0; s->w && i < s->n_w; i++) {
+        free(s->w[i].active);
+        free(s->w[i].handles);
+    }
     free(s->w);
     free(s);
 }

@@ -25,7 +25,7 @@ fail() {
     exit 1
 }
 printf 'test-key-123\n' >"$tmp/key"
-"$bin" serve -m "$model" -c 128 --demos none --port 0 --port-file "$tmp/port" \
+"$bin" serve -m "$model" -c 128 --parallel 4 --demos none --port 0 --port-file "$tmp/port" \
     --api-key-file "$tmp/key" --max-body 4K --log-content 2>"$tmp/log" &
 pid=$!
 for _ in $(seq 600); do [ -s "$tmp/port" ] && break; sleep 0.1; done
@@ -144,6 +144,29 @@ check_error 404 "unknown URL"
 curl -s -o "$tmp/body" -w '%{http_code}' -H "$auth" "$url/v1/chat/completions" >"$tmp/status"
 check_error 405 "GET on a POST endpoint"
 grep -q test-key-123 "$tmp/log" && fail "the API key appears in the log"
+
+# concurrent requests share one batch (continuous batching): each answer equals the answer
+# the same request gets alone
+for i in 1 2 3 4; do
+    curl -s -H "$auth" "$url/v1/completions" -H 'Content-Type: application/json' \
+        -d "{\"prompt\": \"Once upon a time, Lily saw $i\", \"max_tokens\": 24, \"temperature\": 0}" \
+        >"$tmp/alone$i.json"
+done
+for i in 1 2 3 4; do
+    curl -s -H "$auth" "$url/v1/completions" -H 'Content-Type: application/json' \
+        -d "{\"prompt\": \"Once upon a time, Lily saw $i\", \"max_tokens\": 24, \"temperature\": 0}" \
+        >"$tmp/conc$i.json" &
+done
+wait_jobs() { for j in $(jobs -p); do [ "$j" = "$pid" ] || wait "$j"; done; }
+wait_jobs
+for i in 1 2 3 4; do
+    python3 - "$tmp/alone$i.json" "$tmp/conc$i.json" <<'PY' || fail "concurrent answer $i differs"
+import json, sys
+a = json.load(open(sys.argv[1]))["choices"][0]["text"]
+b = json.load(open(sys.argv[2]))["choices"][0]["text"]
+sys.exit(0 if a == b and a else 1)
+PY
+done
 
 # still serving, then a graceful stop
 [ "$(curl -s -o /dev/null -w '%{http_code}' "$url/health")" = 200 ] || fail "/health after errors"

@@ -362,8 +362,8 @@ static const char *fake_describe(struct backend *b) {
 static void fake_free(struct backend *b) {
     (void)b;
 }
-static const struct backend_ops fake_ops = {"fake",   fake_run,      fake_count,
-                                            fake_ctx, fake_describe, fake_free};
+static const struct backend_ops fake_ops = {
+    "fake", fake_run, fake_count, fake_ctx, fake_describe, fake_free, NULL, NULL, NULL};
 
 static void fake_init(struct fake *f) {
     memset(f, 0, sizeof *f);
