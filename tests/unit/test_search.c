@@ -88,8 +88,12 @@ static const char *fake_describe(struct backend *b) {
 static void fake_free(struct backend *b) {
     (void)b;
 }
-static const struct backend_ops FAKE_OPS = {"fake",   fake_run,      fake_count,
-                                            fake_ctx, fake_describe, fake_free};
+static const struct backend_ops FAKE_OPS = {.kind = "fake",
+                                            .run = fake_run,
+                                            .count_tokens = fake_count,
+                                            .context_size = fake_ctx,
+                                            .describe = fake_describe,
+                                            .free = fake_free};
 
 struct fixture {
     struct fake model, judge;
