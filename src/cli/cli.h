@@ -29,6 +29,9 @@ int cmd_pull(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_complete(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
+int cmd_search(int argc, char **argv);
+int cmd_sweep(int argc, char **argv);
+int cmd_ablate(int argc, char **argv);
 
 /* Prints "icalign: <msg>\n" to stderr. */
 void cli_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -26,6 +26,9 @@ static const struct cli_cmd g_cmds[] = {
     {"synth", "write a random-weight model of a real shape (speed work)", cmd_synth},
     {"complete", "one completion or chat request to a server or a local model", cmd_complete},
     {"serve", "OpenAI-compatible server: a base model as a chat model (URIAL)", cmd_serve},
+    {"search", "greedy search for extra demonstrations (cached, resumable)", cmd_search},
+    {"sweep", "score vs number of demonstrations (random, greedy-rank, diversity, ...)", cmd_sweep},
+    {"ablate", "QA-matching ablations of a demonstration set as one table", cmd_ablate},
 };
 
 static void usage(FILE *fp) {

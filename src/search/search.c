@@ -99,6 +99,44 @@ double search_mean(const double *x, size_t n, size_t *n_valid) {
     return k ? s / (double)k : NAN;
 }
 
+/* Copy with invalid UTF-8 (and control bytes other than tab/newline/CR) replaced by U+FFFD, so
+ * that a base model's byte soup can be put into a JSON request. */
+static char *utf8_clean(const char *s) {
+    size_t n = strlen(s);
+    char *o = malloc(3 * n + 1);
+    if (!o)
+        return NULL;
+    size_t k = 0;
+    const unsigned char *p = (const unsigned char *)s;
+    for (size_t i = 0; i < n;) {
+        unsigned c = p[i];
+        size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+        bool ok = len > 0 && i + len <= n;
+        uint32_t cp = len == 1 ? c : len == 2 ? c & 0x1f : len == 3 ? c & 0x0f : c & 0x07;
+        for (size_t j = 1; ok && j < len; j++) {
+            ok = (p[i + j] & 0xc0) == 0x80;
+            cp = (cp << 6) | (p[i + j] & 0x3f);
+        }
+        if (ok && ((len == 2 && cp < 0x80) ||
+                   (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
+                   (len == 4 && (cp < 0x10000 || cp > 0x10ffff))))
+            ok = false;
+        if (ok && len == 1 && c < 0x20 && c != '\t' && c != '\n' && c != '\r')
+            ok = false;
+        if (ok) {
+            memcpy(o + k, p + i, len);
+            k += len;
+            i += len;
+        } else {
+            memcpy(o + k, "\xef\xbf\xbd", 3);
+            k += 3;
+            i++;
+        }
+    }
+    o[k] = '\0';
+    return o;
+}
+
 /* ==== questions ==== */
 
 void search_questions_free(struct search_questions *q) {
@@ -710,6 +748,13 @@ static int eval_impl(struct search_env *env, struct align_set *const *sets, size
             continue;
         }
         const struct search_question *q = qs[k];
+        char *clean = utf8_clean(s->answer);
+        if (!clean) {
+            rc = nomem(e);
+            break;
+        }
+        free(s->answer);
+        s->answer = clean;
         struct eval_mt_fill fill = {.q1 = q->text, .a1 = s->answer, .r1 = q->reference};
         const char *cat = env->j->per_category ? q->category : "";
         if (env->j->per_category && eval_mt_needs_ref(cat) && !q->reference)

@@ -1,0 +1,177 @@
+#!/bin/bash
+# icalign search / sweep / ablate end to end: a synthetic tiny model (icalign synth --preset tiny)
+# answers, a fake OpenAI-compatible judge (python3) rates each answer "[[k]]" with k derived from
+# the answer text. Checks: tables and files, a rerun makes no generation and no judge call,
+# --halving makes fewer judge calls, SIGKILL mid-search then rerun repeats no stored work,
+# sweep and ablate run end to end and reuse the store.
+# Usage: search.sh ICALIGN_BINARY SHARED_DIR   (exit 77 = skipped)
+set -u
+bin=$1
+shared=$2
+[ -f "$shared/data/mt_bench/judge_prompts.jsonl" ] || { echo "skip: mt_bench data absent"; exit 77; }
+command -v python3 >/dev/null || { echo "skip: python3 absent"; exit 77; }
+export ICALIGN_SHARED=$shared ICALIGN_NO_PROGRESS=1
+tmp=$(mktemp -d)
+srv=
+bg=
+cleanup() {
+    [ -n "$srv" ] && kill "$srv" 2>/dev/null
+    [ -n "$bg" ] && kill -9 "$bg" 2>/dev/null
+    rm -rf "$tmp"
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+db() { python3 - "$@" <<'PY'
+import sqlite3, sys
+c = sqlite3.connect(sys.argv[1])
+print("\n".join("|".join(str(x) for x in r) for r in c.execute(sys.argv[2])))
+PY
+}
+
+model=$tmp/tiny.gguf
+"$bin" synth --preset tiny --type q8_0 -o "$model" 2>"$tmp/err" || { cat "$tmp/err"; fail "synth"; }
+
+# a short base set, a pool of 5 short demos, 3 validation questions
+printf '# Instruction\n\nAnswer well.\n\n# Query:\n```\nHi?\n```\n\n# Answer:\n```\nHello.\n```\n' >"$tmp/base.txt"
+cat >"$tmp/pool.jsonl" <<'EOF'
+{"id": "p0", "query": "Two plus two?", "answer": "Four.", "source": "math"}
+{"id": "p1", "query": "Capital of France?", "answer": "Paris.", "source": "geo"}
+{"id": "p2", "query": "A colour?", "answer": "Blue.", "source": "misc"}
+{"id": "p3", "query": "Say yes.", "answer": "Yes.", "source": "misc"}
+{"id": "p4", "query": "A number?", "answer": "Seven.", "source": "math"}
+EOF
+cat >"$tmp/answers.jsonl" <<'EOF'
+{"id": "a0", "query": "x", "answer": "Red."}
+{"id": "a1", "query": "y", "answer": "Ten."}
+EOF
+cat >"$tmp/val.jsonl" <<'EOF'
+{"question_id": 1, "turns": ["Name a fruit."]}
+{"question_id": 2, "turns": ["Name a city."]}
+{"question_id": 3, "turns": ["Name a dog."]}
+EOF
+
+cat >"$tmp/fake.py" <<'PY'
+import json, sys, threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+log = open(sys.argv[2], "a")
+lock = threading.Lock()
+class H(BaseHTTPRequestHandler):
+    def log_message(self, *a): pass
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        user = body["messages"][-1]["content"]
+        a = user.split("[The Start of Assistant's Answer]\n", 1)[-1].split("\n[The End of Assistant's Answer]", 1)[0]
+        k = 1 + sum(a.encode()) % 9
+        with lock:
+            log.write("1\n"); log.flush()
+        ch = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Rating: [[%d]]" % k}}
+        out = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"], "choices": [ch],
+                          "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(out)))
+        self.end_headers()
+        self.wfile.write(out)
+s = ThreadingHTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(s.server_address[1]))
+s.serve_forever()
+PY
+python3 "$tmp/fake.py" "$tmp/port" "$tmp/calls" &
+srv=$!
+for _ in $(seq 1 100); do [ -s "$tmp/port" ] && break; sleep 0.1; done
+[ -s "$tmp/port" ] || fail "fake judge did not start"
+: >"$tmp/calls"
+calls() { wc -l <"$tmp/calls" | tr -d ' '; }
+url=http://127.0.0.1:$(cat "$tmp/port")
+bo=(-m "$model" -c 1024 --max-tokens 4 --val "$tmp/val.jsonl" --judge-base-url "$url" --judge-name fake)
+common=("${bo[@]}" --base-demos "$tmp/base.txt" --pool "$tmp/pool.jsonl")
+
+# --- usage errors
+"$bin" search --help | grep -q -- "--halving" || fail "search --help"
+"$bin" sweep --help | grep -q -- "--family" || fail "sweep --help"
+"$bin" ablate --help | grep -q -- "--variants" || fail "ablate --help"
+"$bin" search -m "$model" --out "$tmp/x" 2>/dev/null; [ $? -eq 2 ] || fail "missing --pool accepted"
+"$bin" search -m "$model" --pool "$tmp/pool.jsonl" --out "$tmp/x" 2>/dev/null; [ $? -eq 2 ] || fail "missing judge accepted"
+
+# --- full search, 2 steps
+"$bin" search "${common[@]}" --steps 2 --always-take --out "$tmp/full" >"$tmp/out1" 2>"$tmp/err" ||
+    { cat "$tmp/err" "$tmp/out1"; fail "search"; }
+full_calls=$(calls)
+# base 3 + step 1: 5 x 3 + step 2: 4 x 3
+[ "$full_calls" -eq 30 ] || { cat "$tmp/out1"; fail "expected 30 judge calls, got $full_calls"; }
+grep -q "<- chosen" "$tmp/out1" || fail "no chosen candidate in the table"
+grep -q "full search        30" "$tmp/out1" || { cat "$tmp/out1"; fail "full-search count"; }
+[ -s "$tmp/full/chosen.txt" ] || fail "chosen.txt"
+head -c 13 "$tmp/full/chosen.txt" | grep -q "# Instruction" || fail "chosen.txt format"
+[ "$(grep -c '^# Query:' "$tmp/full/chosen.txt")" -eq 3 ] || fail "chosen.txt: 1 base + 2 chosen demos"
+[ "$(wc -l <"$tmp/full/search.csv")" -eq 10 ] || fail "search.csv rows"
+[ "$(db "$tmp/full/icalign.db" "select count(*) from search_steps")" = 2 ] || fail "search_steps rows"
+[ "$(db "$tmp/full/icalign.db" "select count(*) from generations")" = 30 ] || fail "30 generations"
+
+# --- rerun: nothing new
+"$bin" search "${common[@]}" --steps 2 --always-take --out "$tmp/full" >"$tmp/out2" 2>"$tmp/err" ||
+    { cat "$tmp/err"; fail "rerun"; }
+[ "$(calls)" -eq "$full_calls" ] || fail "rerun called the judge"
+grep -q "generations         0 new,       30 from the store" "$tmp/out2" || { cat "$tmp/out2"; fail "rerun generations"; }
+diff <(grep -v "^  \(generations\|judge calls\|full search\|prefill\|naive\)" "$tmp/out1") \
+     <(grep -v "^  \(generations\|judge calls\|full search\|prefill\|naive\)" "$tmp/out2") >/dev/null ||
+    fail "rerun table differs"
+# extending K reuses steps 1-2
+"$bin" search "${common[@]}" --steps 3 --always-take --out "$tmp/full" >"$tmp/out3" 2>"$tmp/err" ||
+    { cat "$tmp/err"; fail "extend"; }
+[ "$(( $(calls) - full_calls ))" -eq 9 ] || fail "extending to 3 steps: expected 9 new judge calls"
+
+# --- halving: fewer judge calls
+: >"$tmp/calls"
+"$bin" search "${common[@]}" --steps 2 --always-take --halving --out "$tmp/half" >"$tmp/outh" 2>"$tmp/err" ||
+    { cat "$tmp/err"; fail "halving"; }
+[ "$(calls)" -lt 30 ] || fail "halving made $(calls) judge calls"
+grep -q "successive halving\|saved" "$tmp/outh" "$tmp/err" || fail "halving report"
+
+# --- SIGKILL mid-search, then rerun: nothing stored is recomputed
+: >"$tmp/calls"
+"$bin" search "${common[@]}" --steps 2 --always-take --out "$tmp/kill" >/dev/null 2>&1 &
+bg=$!
+for _ in $(seq 1 300); do
+    n=$(db "$tmp/kill/icalign.db" "select count(*) from generations" 2>/dev/null || echo 0)
+    [ "${n:-0}" -ge 8 ] && break
+    sleep 0.05
+done
+kill -9 "$bg" 2>/dev/null
+wait "$bg" 2>/dev/null
+bg=
+g1=$(db "$tmp/kill/icalign.db" "select count(*) from generations")
+j1=$(db "$tmp/kill/icalign.db" "select count(*) from judgments")
+"$bin" search "${common[@]}" --steps 2 --always-take --out "$tmp/kill" >"$tmp/outk" 2>"$tmp/err" ||
+    { cat "$tmp/err"; fail "rerun after kill"; }
+grep -q "generations  *$((30 - g1)) new,  *$g1 from the store" "$tmp/outk" ||
+    { echo "g1=$g1"; cat "$tmp/outk"; fail "rerun after kill recomputed stored generations"; }
+grep -q "judge calls  *$((30 - j1)) new,  *$j1 from the store" "$tmp/outk" ||
+    { echo "j1=$j1"; cat "$tmp/outk"; fail "rerun after kill recomputed stored judgments"; }
+[ "$(db "$tmp/kill/icalign.db" "select count(*) from generations")" = 30 ] || fail "generations after kill"
+diff <(grep "<- chosen" "$tmp/out1") <(grep "<- chosen" "$tmp/outk") >/dev/null || fail "killed search chose differently"
+
+# --- sweep and ablate in the search's run directory (the base set's answers are reused)
+"$bin" sweep "${common[@]}" --family random,greedy-rank,diversity,unsupervised --n 1,2,3 \
+    --out "$tmp/full" >"$tmp/outs" 2>"$tmp/err" || { cat "$tmp/err"; fail "sweep"; }
+for f in random greedy-rank diversity unsupervised; do
+    [ -s "$tmp/full/sweep-$f.csv" ] || fail "sweep-$f.csv"
+    grep -q "^  $f-2 " "$tmp/outs" || { cat "$tmp/outs"; fail "sweep table $f"; }
+done
+[ -s "$tmp/full/sets/diversity-3.txt" ] || fail "sweep set files"
+grep -q "generations         0 new" "$tmp/outs" && fail "sweep computed nothing"
+"$bin" ablate "${bo[@]}" --query-pool "$tmp/pool.jsonl" --demos "$tmp/base.txt" \
+    --variants correct,circular_shift,no_answer,random_answer,unsupervised --answer-pool "$tmp/answers.jsonl" \
+    --out "$tmp/full" >"$tmp/outa" 2>"$tmp/err" || { cat "$tmp/err"; fail "ablate"; }
+for v in correct circular_shift no_answer random_answer unsupervised; do
+    grep -q "^  $v " "$tmp/outa" || { cat "$tmp/outa"; fail "ablate row $v"; }
+done
+[ "$(wc -l <"$tmp/full/ablate.csv")" -eq 6 ] || fail "ablate.csv"
+# 'correct' is the base set: its answers come from the store
+grep -q "from the store" "$tmp/outa" || fail "ablate cost report"
+before=$(calls)
+"$bin" ablate "${bo[@]}" --query-pool "$tmp/pool.jsonl" --demos "$tmp/base.txt" \
+    --variants correct,circular_shift,no_answer,random_answer,unsupervised --answer-pool "$tmp/answers.jsonl" \
+    --out "$tmp/full" >/dev/null 2>&1 || fail "ablate rerun"
+[ "$(calls)" -eq "$before" ] || fail "ablate rerun called the judge"
+echo "search.sh: all good"
