@@ -81,6 +81,7 @@ struct engine_params {
     uint32_t block_tokens; /* positions per KV block (0 = 32) */
     int n_threads;         /* <= 0: one per CPU */
     const char *prefix_cache_dir; /* save/load shared prefixes here (NULL = off) */
+    bool no_prefix_reuse;         /* compute every prompt in full (benchmarks, checks) */
 };
 
 ICA_API struct engine_params engine_default_params(void);

@@ -62,6 +62,12 @@ ICA_API size_t kern_matmul_scratch_size(uint32_t wtype, int64_t n_cols, int64_t 
 ICA_API void kern_matmul_ref(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
                              const float *x, int64_t n_tok, float *y, void *scratch);
 
+/* SIMD level in use (0 scalar, 1 AVX2+FMA, 2 AVX-512, 3 NEON): the best this
+ * CPU runs, lowered by ICALIGN_SIMD=scalar|avx2|avx512|neon. Code outside
+ * kern with its own vector paths follows it so that one switch selects the
+ * scalar reference everywhere. */
+ICA_API int kern_level_current(void);
+
 /* Summation order of a product. llama.cpp picks it by batch size (one token:
  * vector dots; several: llamafile's sgemm, which adds F32/F16/BF16 products
  * in another order); the forward pass may force one so that a token's result

@@ -24,6 +24,7 @@ static const struct cli_cmd g_cmds[] = {
     {"pull", "download a base model GGUF (resume, sha256 check)", cmd_pull},
     {"score", "MT-Bench averages and AlpacaEval (LC) win rates from judge outputs", cmd_score},
     {"synth", "write a random-weight model of a real shape (speed work)", cmd_synth},
+    {"bench", "URIAL-shaped workload through the scheduler (prefix cache, batching)", cmd_bench},
     {"complete", "one completion or chat request to a server or a local model", cmd_complete},
     {"serve", "OpenAI-compatible server: a base model as a chat model (URIAL)", cmd_serve},
     {"search", "greedy search for extra demonstrations (cached, resumable)", cmd_search},

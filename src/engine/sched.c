@@ -324,12 +324,13 @@ static bool admit(struct engine *e, struct eng_seq *s, struct ica_error *fail) {
     const size_t promise = (s->n_prompt + s->gp.max_tokens + bt - 1) / bt + 1;
     if (ks.blocks_max && e->promised && e->promised + promise > ks.blocks_max)
         return false;
-    size_t cached = kv_cache_lookup(e->kv, s->toks, s->n_prompt - 1);
+    const size_t max_reuse = e->p.no_prefix_reuse ? 0 : s->n_prompt - 1;
+    size_t cached = kv_cache_lookup(e->kv, s->toks, max_reuse);
     /* Another sequence still reading a prompt that shares more with this one:
      * wait for it, so the shared part is computed once. */
     for (uint32_t i = 0; i < e->n_seqs; i++) {
         const struct eng_seq *o = e->seqs[i];
-        if (o == s || o->state != SEQ_RUNNING || o->n_done >= o->n_prompt)
+        if (o == s || o->state != SEQ_RUNNING || o->n_done >= o->n_prompt || !max_reuse)
             continue;
         uint32_t common = 0;
         while (common < o->n_prompt && common < s->n_prompt - 1 &&
@@ -338,7 +339,7 @@ static bool admit(struct engine *e, struct eng_seq *s, struct ica_error *fail) {
         if (common > cached + bt)
             return false;
     }
-    if (e->p.prefix_cache_dir && cached < s->n_prompt - 1) {
+    if (e->p.prefix_cache_dir && max_reuse && cached < s->n_prompt - 1) {
         ensure_hash(e);
         if (e->have_hash) {
             struct kv_file_key key = {e->model_hash, sizeof e->model_hash};
@@ -352,7 +353,7 @@ static bool admit(struct engine *e, struct eng_seq *s, struct ica_error *fail) {
     }
     size_t n_cached = 0;
     struct ica_error ke = {0};
-    int rc = kv_seq_new(e->kv, s->toks, s->n_prompt, s->n_prompt - 1, &s->kv, &n_cached, &ke);
+    int rc = kv_seq_new(e->kv, s->toks, s->n_prompt, max_reuse, &s->kv, &n_cached, &ke);
     if (rc != ICA_OK) {
         *fail = ke;
         return true;

@@ -293,20 +293,76 @@ static float reduce16(const float *a) {
     return (t6[0] + t6[2]) + (t6[1] + t6[3]);
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+
+/* The same polynomial in 16 AVX-512 lanes: every lane computes exactly what
+ * ggml_expf computes (the same fused multiply-adds, scalef = ldexp). */
+__attribute__((target("avx512f"))) static __m512 expf16_avx512(__m512 x) {
+    const __m512 r = _mm512_set1_ps(0x1.8p23f);
+    const __m512 z = _mm512_fmadd_ps(x, _mm512_set1_ps(0x1.715476p+0f), r);
+    const __m512 n = _mm512_sub_ps(z, r);
+    const __m512 b = _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.7f7d1cp-20f),
+                                      _mm512_fnmadd_ps(n, _mm512_set1_ps(0x1.62e4p-1f), x));
+    const __mmask16 d = _mm512_cmp_ps_mask(_mm512_abs_ps(n), _mm512_set1_ps(192), _CMP_GT_OQ);
+    const __m512 u = _mm512_mul_ps(b, b);
+    const __m512 j = _mm512_fmadd_ps(
+        _mm512_fmadd_ps(
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.0e4020p-7f), b, _mm512_set1_ps(0x1.573e2ep-5f)), u,
+            _mm512_fmadd_ps(_mm512_set1_ps(0x1.555e66p-3f), b, _mm512_set1_ps(0x1.fffdb6p-2f))),
+        u, _mm512_fmadd_ps(_mm512_set1_ps(0x1.ffffecp-1f), b, _mm512_set1_ps(1.0f)));
+    const __m512 res = _mm512_scalef_ps(j, n);
+    if (!d)
+        return res;
+    const __m512 alt = _mm512_mask_blend_ps(_mm512_cmp_ps_mask(n, _mm512_setzero_ps(), _CMP_LE_OQ),
+                                            _mm512_set1_ps(INFINITY), _mm512_setzero_ps());
+    return _mm512_mask_blend_ps(d, res, alt);
+}
+
+__attribute__((target("avx512f"))) static void exp_chunks_avx512(float *y, const float *x,
+                                                                 int64_t n16, float mx) {
+    const __m512 m = _mm512_set1_ps(mx);
+    for (int64_t i = 0; i < n16; i += 16)
+        _mm512_storeu_ps(y + i, expf16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), m)));
+}
+#endif
+
+/* y[i] = ggml_expf(x[i] - mx) for the first n16 (a multiple of 16) elements,
+ * vectorised where the CPU allows: identical bits either way. */
+static void exp_chunks(float *y, const float *x, int64_t n16, float mx) {
+#if defined(__x86_64__) || defined(__i386__)
+    if (kern_level_current() >= 2) {
+        exp_chunks_avx512(y, x, n16, mx);
+        return;
+    }
+#endif
+    for (int64_t i = 0; i < n16; i++)
+        y[i] = ggml_expf(x[i] - mx);
+}
+
 /* ggml_vec_soft_max_f32 followed by the scaling by 1/sum:
- * y = exp(x - max), sums of 16-lane chunks added in double. */
+ * y = exp(x - max), sums of 16-lane chunks added in double. Trailing chunks
+ * that are entirely -inf (the causal mask) contribute exact zeros, so they
+ * are filled without computing exponentials. */
 static void softmax(float *y, const float *x, int64_t n) {
     float mx = -INFINITY;
-    for (int64_t i = 0; i < n; i++)
+    int64_t live = 0; /* elements up to the last finite one */
+    for (int64_t i = 0; i < n; i++) {
         mx = x[i] > mx ? x[i] : mx;
-    double sum = 0.0;
-    int64_t i = 0;
-    for (; i + 16 <= n; i += 16) {
-        for (int l = 0; l < 16; l++)
-            y[i + l] = ggml_expf(x[i + l] - mx);
-        sum += (double)reduce16(y + i);
+        if (x[i] != -INFINITY)
+            live = i + 1;
     }
-    for (; i < n; i++) {
+    const int64_t n16 = n / 16 * 16;
+    int64_t e16 = (live + 15) / 16 * 16;
+    if (e16 > n16)
+        e16 = n16;
+    exp_chunks(y, x, e16, mx);
+    double sum = 0.0;
+    for (int64_t i = 0; i < e16; i += 16)
+        sum += (double)reduce16(y + i);
+    for (int64_t i = e16; i < n16; i++)
+        y[i] = 0.0f; /* exp(-inf) = 0: these chunks add +0 to the sum */
+    for (int64_t i = n16; i < n; i++) {
         y[i] = expf(x[i] - mx);
         sum += (double)y[i];
     }
