@@ -44,7 +44,7 @@ mean() {
 echo "# $(uname -m), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //')," \
     "$(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "# icalign level: ${ICALIGN_SIMD:-best}; llama-bench: ${lb:-absent}"
-echo "# icalign: generate --ids 1..$P -n $N --ignore-eos --kv-type f16 -t T;" \
+echo "# icalign: generate --ids 1..$P -n 1 (pp) and --ids 1 -n $N (tg), --ignore-eos --kv-type f16 -t T;" \
     "llama.cpp: llama-bench -p $P -n $N -r 1 -t T; $reps interleaved runs each"
 echo
 echo "| model | threads | test | icalign t/s | llama.cpp t/s | ratio |"
@@ -57,9 +57,13 @@ for m in $models; do
         : >"$tmp/l_tg"
         r=0
         while [ "$r" -lt "$reps" ]; do
-            line=$("$bin" generate -m "$m" --ids "$ids" -n "$N" --ignore-eos -t "$t" \
-                --kv-type f16 -c $((P + N + 64)) 2>&1 >/dev/null | grep 'tok/s' | tail -1)
+            # pp: the prompt of P tokens; tg: N tokens after a 1-token prompt
+            # (llama-bench's tg runs on an empty context too)
+            line=$("$bin" generate -m "$m" --ids "$ids" -n 1 --ignore-eos -t "$t" \
+                --kv-type f16 -c $((P + 64)) 2>&1 >/dev/null | grep 'tok/s' | tail -1)
             echo "$line" | sed -n 's/.*prompt [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1/p' >>"$tmp/i_pp"
+            line=$("$bin" generate -m "$m" --ids 1 -n "$N" --ignore-eos -t "$t" \
+                --kv-type f16 -c $((N + 64)) 2>&1 >/dev/null | grep 'tok/s' | tail -1)
             echo "$line" | sed -n 's/.*generated [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1/p' >>"$tmp/i_tg"
             if [ -n "$lb" ]; then
                 # csv: ..., n_prompt, n_gen, n_depth, test_time, avg_ns, stddev_ns, avg_ts, stddev_ts

@@ -18,6 +18,7 @@
 #include "icalign/pool.h"
 
 #include <math.h>
+#include <stdatomic.h>
 
 /* Below this many multiply-adds a product runs on the calling thread: a
  * pool round trip costs more than it saves (attention of short contexts). */
@@ -114,8 +115,10 @@ struct mm_task {
     char *scratch;
     int64_t blk; /* activation block elements, for the quantizer split */
     size_t blk_bytes;
-    int sg;        /* sgemm order */
-    int by_tokens; /* split tokens, not rows, across threads */
+    int sg;            /* sgemm order */
+    int by_tokens;     /* split tokens, not rows, across threads */
+    int64_t chunk;     /* rows per work item (multiple of 16) */
+    atomic_llong next; /* next row chunk */
 };
 
 static void split(int64_t n, int ith, int nth, int64_t *a, int64_t *b) {
@@ -203,14 +206,21 @@ static void dot_task(void *vctx, int ith, int nth) {
         if (b > a)
             dot_rows(m, 0, m->n_rows, a, b);
     } else {
-        /* row ranges in multiples of 4 rows keep neighbouring threads off
-         * each other's output cache lines more often */
-        int64_t n4 = (m->n_rows + 3) / 4;
-        split(n4, ith, nth, &a, &b);
-        a *= 4;
-        b = b * 4 < m->n_rows ? b * 4 : m->n_rows;
-        if (b > a)
+        /* chunks of rows handed out by an atomic counter: a thread that the
+         * OS delays (shared machines) takes fewer chunks instead of holding
+         * the others at the end of the product. Which thread computes an
+         * output never changes its value. */
+        struct mm_task *mt = vctx;
+        for (;;) {
+            const int64_t c = atomic_fetch_add_explicit(&mt->next, 1, memory_order_relaxed);
+            a = c * m->chunk;
+            if (a >= m->n_rows)
+                break;
+            b = a + m->chunk < m->n_rows ? a + m->chunk : m->n_rows;
             dot_rows(m, a, b, 0, m->n_tok);
+        }
+        (void)ith;
+        (void)nth;
     }
 }
 
@@ -250,6 +260,13 @@ void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void 
         m.act = scratch;
     }
     m.by_tokens = n_rows < 16 * nth && n_tok >= nth;
+    /* about 8 chunks per thread, at least 16 rows (a packed tile) */
+    m.chunk = (n_rows / (8 * nth) + 15) & ~(int64_t)15;
+    if (m.chunk < 16)
+        m.chunk = 16;
+    if (nth == 1)
+        m.chunk = n_rows;
+    atomic_init(&m.next, 0);
     if (nth > 1)
         pool_run(p, dot_task, &m);
     else
