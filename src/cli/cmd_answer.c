@@ -29,7 +29,12 @@ static void help(FILE *fp) {
         "set. Each generation is stored in RUN_DIR/icalign.db as soon as it exists; rerunning\n"
         "the same command resumes, a changed configuration is a new run. Writes\n"
         "RUN_DIR/model_answer/<model-id>.jsonl (FastChat, MT-Bench and JSONL benches) and\n"
-        "RUN_DIR/model_outputs.json (alpaca_eval; single-turn benches).\n\n"
+        "RUN_DIR/model_outputs.json (alpaca_eval; single-turn benches).\n"
+        "With --instruct it answers as an instruction-tuned model instead: each\n"
+        "conversation goes through the model's chat template (--chat-template NAME|FILE\n"
+        "to choose one; a server's /v1/chat/completions with --base-url), without\n"
+        "demonstrations or URIAL post-processing: the paper's comparison rows.\n\n"
+        "  --instruct              instruction-tuned baseline through its chat template\n"
         "  --bench B               mt-bench (turn 1 of every question, then turn 2 with the\n"
         "                          model's own cleaned turn-1 answer), alpaca-eval (the 805\n"
         "                          instructions), or a JSONL file of {\"id\", \"turns\": [..]}\n"
@@ -396,7 +401,8 @@ static int load_bench(struct bench *b, const char *name, const char *dir) {
 
 struct job {
     size_t item;
-    char *prompt;
+    char *prompt;                 /* URIAL prompt, or the conversation as JSON (--instruct) */
+    struct backend_message *msgs; /* --instruct: the chat messages */
     char prompt_sha[65];
 };
 
@@ -410,6 +416,7 @@ struct run {
     uint64_t done, tokens, computed, failed;
     long kill_after; /* test hook: SIGKILL self after this many stored generations */
     bool store_failed;
+    bool instruct; /* answers of an instruct model: whitespace-trimmed, not URIAL-cleaned */
     struct ica_error serr;
 };
 
@@ -437,7 +444,25 @@ static bool on_done(void *ud, size_t i, const struct backend_request *req, struc
     char *clean = NULL;
     size_t clen = 0;
     struct ica_error e = {0};
-    if (align_postprocess(r->text ? r->text : "", r->text_len, &clean, &clen, &e) != ICA_OK) {
+    if (R->instruct) {
+        /* an instruct model's own answer: only surrounding white space goes */
+        const char *t = r->text ? r->text : "";
+        size_t a = 0, z = r->text ? r->text_len : 0;
+        while (a < z && (t[a] == ' ' || t[a] == '\n' || t[a] == '\t' || t[a] == '\r'))
+            a++;
+        while (z > a &&
+               (t[z - 1] == ' ' || t[z - 1] == '\n' || t[z - 1] == '\t' || t[z - 1] == '\r'))
+            z--;
+        clean = strndup(t + a, z - a);
+        clen = z - a;
+        if (!clean) {
+            ica_seterr(&e, ICA_ERR_NOMEM, "out of memory");
+            R->serr = e;
+            R->store_failed = true;
+            return false;
+        }
+    } else if (align_postprocess(r->text ? r->text : "", r->text_len, &clean, &clen, &e) !=
+               ICA_OK) {
         R->serr = e;
         R->store_failed = true;
         return false;
@@ -534,7 +559,8 @@ enum {
     OPT_FREQ,
     OPT_PRES,
     OPT_SEED,
-    OPT_STOP
+    OPT_STOP,
+    OPT_INSTRUCT
 };
 
 struct overrides {
@@ -570,7 +596,7 @@ int cmd_answer(int argc, char **argv) {
     const char *bench_name = NULL, *bench_dir = NULL, *out_dir = NULL, *spec = "default",
                *preset_name = "urial", *model_id_arg = NULL;
     long limit = -1, seed = -1;
-    bool force = false, truncate_out = false, quiet = false, have_seed = false;
+    bool force = false, truncate_out = false, quiet = false, have_seed = false, instruct = false;
     struct overrides ov = {0};
     const char **stops = calloc((size_t)argc + 1, sizeof *stops);
     size_t n_stops = 0;
@@ -597,6 +623,7 @@ int cmd_answer(int argc, char **argv) {
                                          {"presence-penalty", required_argument, 0, OPT_PRES},
                                          {"seed", required_argument, 0, OPT_SEED},
                                          {"stop", required_argument, 0, OPT_STOP},
+                                         {"instruct", no_argument, 0, OPT_INSTRUCT},
                                          {"quiet", no_argument, 0, 'q'},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
@@ -663,6 +690,9 @@ int cmd_answer(int argc, char **argv) {
         case OPT_SEED:
             ok = have_seed = cli_parse_int("--seed", optarg, 0,
                                            INT64_MAX > LONG_MAX ? LONG_MAX : INT64_MAX, &seed);
+            break;
+        case OPT_INSTRUCT:
+            instruct = true;
             break;
         case OPT_STOP:
             stops[n_stops++] = optarg;
@@ -783,8 +813,16 @@ int cmd_answer(int argc, char **argv) {
         json_object_object_add(cfg, "model_sha256", json_object_new_string(model_sha));
     else
         json_object_object_add(cfg, "model", json_object_new_string(backend_describe(be)));
-    json_object_object_add(cfg, "demos_sha256", json_object_new_string(demos_sha));
-    json_object_object_add(cfg, "demos_style", json_object_new_int(align_set_style(set)));
+    if (instruct) {
+        /* an instruction-tuned baseline: its own chat template, no demonstrations */
+        json_object_object_add(cfg, "mode", json_object_new_string("instruct"));
+        json_object_object_add(
+            cfg, "chat_template",
+            json_object_new_string(bo.chat_template ? bo.chat_template : "model's own"));
+    } else {
+        json_object_object_add(cfg, "demos_sha256", json_object_new_string(demos_sha));
+        json_object_object_add(cfg, "demos_style", json_object_new_int(align_set_style(set)));
+    }
     json_object_object_add(dec, "preset", json_object_new_string(pr.name));
     json_object_object_add(dec, "temperature", jnum(smp.temperature));
     json_object_object_add(dec, "top_p", jnum(smp.top_p));
@@ -838,6 +876,7 @@ int cmd_answer(int argc, char **argv) {
             max_turns = b.items[i].n_turns;
     R.st = st;
     R.b = &b;
+    R.instruct = instruct;
     R.jobs = calloc(n_sel ? n_sel : 1, sizeof *R.jobs);
     reqs = calloc(n_sel ? n_sel : 1, sizeof *reqs);
     const char **msgs = calloc(2 * max_turns + 1, sizeof *msgs);
@@ -884,8 +923,27 @@ int cmd_answer(int argc, char **argv) {
                 msgs[2 * (t - 1) + 1] = hist[2 * (t - 1) + 1];
             char *prompt = NULL;
             size_t len = 0;
-            if (!fatal && !missing &&
-                align_render(set, msgs, 2 * turn - 1, &prompt, &len, &err) != ICA_OK) {
+            struct backend_message *cm = NULL;
+            if (!fatal && !missing && instruct) {
+                /* the conversation as chat messages; its JSON identifies the prompt */
+                cm = calloc(2 * turn - 1, sizeof *cm);
+                json_object *conv = json_object_new_array();
+                for (size_t k = 0; cm && k < 2 * turn - 1; k++) {
+                    cm[k].role = k % 2 ? BACKEND_ASSISTANT : BACKEND_USER;
+                    cm[k].content = msgs[k] ? msgs[k] : "";
+                    json_object_array_add(conv, json_object_new_string(cm[k].content));
+                }
+                const char *js = json_object_to_json_string_ext(
+                    conv, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE);
+                prompt = cm && js ? strdup(js) : NULL;
+                len = prompt ? strlen(prompt) : 0;
+                json_object_put(conv);
+                if (!prompt) {
+                    cli_error("answer: out of memory");
+                    fatal = true;
+                }
+            } else if (!fatal && !missing &&
+                       align_render(set, msgs, 2 * turn - 1, &prompt, &len, &err) != ICA_OK) {
                 cli_error("answer: item %s turn %zu: %s", it->id, turn, err.msg);
                 fatal = true;
             }
@@ -895,6 +953,7 @@ int cmd_answer(int argc, char **argv) {
             }
             if (fatal || missing) {
                 free(prompt);
+                free(cm);
                 continue; /* an earlier turn failed: this one cannot run */
             }
             char sha[65];
@@ -914,17 +973,22 @@ int cmd_answer(int argc, char **argv) {
                 if (same) {
                     skipped++;
                     free(prompt);
+                    free(cm);
                     continue;
                 }
             }
             struct backend_request *q = &reqs[nj];
             memset(q, 0, sizeof *q);
-            q->prompt = prompt;
+            q->prompt = instruct ? NULL : prompt;
+            q->messages = cm;
+            q->n_messages = cm ? 2 * turn - 1 : 0;
             q->sampling = smp;
             q->max_tokens = max_tokens;
-            q->stop = pr.stop;
-            q->n_stop = pr.n_stop;
-            if (n_ctx) {
+            /* URIAL's stop strings belong to the URIAL format; an instruct model
+             * ends its turn itself (only explicit --stop strings apply) */
+            q->stop = instruct && !n_stops ? NULL : pr.stop;
+            q->n_stop = instruct && !n_stops ? 0 : pr.n_stop;
+            if (n_ctx && !instruct) {
                 int64_t np = backend_count_tokens(be, prompt);
                 if (np >= 0 && (uint64_t)np + max_tokens > n_ctx) {
                     if (!truncate_out || (uint64_t)np >= n_ctx) {
@@ -933,6 +997,7 @@ int cmd_answer(int argc, char **argv) {
                                   "--truncate-output, a larger -c or fewer demonstrations)",
                                   it->id, turn, (long long)np, max_tokens, n_ctx);
                         free(prompt);
+                        free(cm);
                         fatal = true;
                         break;
                     }
@@ -945,6 +1010,7 @@ int cmd_answer(int argc, char **argv) {
             }
             R.jobs[nj].item = i;
             R.jobs[nj].prompt = prompt;
+            R.jobs[nj].msgs = cm;
             memcpy(R.jobs[nj].prompt_sha, sha, 65);
             nj++;
         }
@@ -969,6 +1035,8 @@ int cmd_answer(int argc, char **argv) {
         for (size_t k = 0; k < nj; k++) {
             free(R.jobs[k].prompt);
             R.jobs[k].prompt = NULL;
+            free(R.jobs[k].msgs);
+            R.jobs[k].msgs = NULL;
         }
     }
     free(msgs);

@@ -131,4 +131,18 @@ import json,sys
 o=json.load(open(sys.argv[1])); assert [x["instruction"] for x in o]==["Say hi.","Count."]
 a=[json.loads(l) for l in open(sys.argv[2])]; assert [x["question_id"] for x in a]==[1,3]' \
     "$tmp/gi/model_outputs.json" "$tmp/gi/model_answer/stories260K.jsonl" || fail "generic files"
+# --instruct: the same questions through a chat template (an instruction-tuned baseline);
+# its own run, resumable, and the chat template shapes the prompt (more prompt tokens than
+# the bare question)
+"$bin" answer --bench "$tmp/ins.jsonl" -m "$model" -c 1024 --max-tokens 8 --instruct \
+    --chat-template chatml --out "$tmp/inst" 2>"$tmp/err" || { cat "$tmp/err"; fail "instruct"; }
+grep -q "2 generations computed" "$tmp/err" || fail "instruct: $(cat "$tmp/err")"
+"$bin" answer --bench "$tmp/ins.jsonl" -m "$model" -c 1024 --max-tokens 8 --instruct \
+    --chat-template chatml --out "$tmp/inst" 2>"$tmp/err" || fail "instruct rerun"
+grep -q "0 generations computed, 2 already stored" "$tmp/err" || fail "instruct resume"
+python3 -c '
+import sqlite3,sys
+db=sqlite3.connect(sys.argv[1])
+n=[r[0] for r in db.execute("select prompt_tokens from generations")]
+assert len(n)==2 and min(n)>12, n' "$tmp/inst/icalign.db" || fail "instruct prompt tokens"
 echo "answer: all checks passed"
