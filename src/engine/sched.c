@@ -127,10 +127,11 @@ int engine_new(const struct model *m, const struct tok_vocab *vocab, const struc
         if (budget < per_seq)
             budget = per_seq;
     } else if (budget < per_seq) {
+        ica_seterr(err, ICA_ERR_ARG,
+                   "KV budget of %zu bytes is below one sequence of %u tokens (%.1f MiB)", budget,
+                   e->p.n_ctx, (double)per_seq / 1048576.0);
         engine_free(e);
-        return ica_seterr(err, ICA_ERR_ARG,
-                          "KV budget of %zu bytes is below one sequence of %u tokens (%.1f MiB)",
-                          budget, e->p.n_ctx, (double)per_seq / 1048576.0);
+        return ICA_ERR_ARG;
     }
     kc.mem_budget = budget;
     if ((rc = kv_cache_new(&kc, &e->kv, err)) != ICA_OK) {
