@@ -54,6 +54,7 @@
  * them: the library is compiled as ISO C (-std=c11, no -ffp-contract=fast
  * default) and fused operations are spelled fmaf() where ggml fuses. */
 #include "kern_impl.h"
+#include "simd.h"
 
 #include <math.h>
 #include <string.h>
@@ -802,9 +803,10 @@ const struct kern_traits *kern_get_traits_ref(uint32_t t) {
     return &g_ref[t];
 }
 
-/* No SIMD level yet: the current level is the reference. */
+/* The kernels of the current SIMD level (cpu.c: the best this CPU runs,
+ * lowered by ICALIGN_SIMD); bit-identical to the reference ones. */
 const struct kern_traits *kern_get_traits(uint32_t t) {
-    return kern_get_traits_ref(t);
+    return kern_get_traits_simd(t);
 }
 
 /* ------------------------------------------------------------- matmul */
