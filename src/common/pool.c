@@ -18,7 +18,9 @@
 
 /* Spins before sleeping: long enough to bridge the gap between the matrix
  * products of one layer, short enough not to burn a core when idle. */
-#define SPIN_ITERS 20000
+#define SPIN_ITERS 4000
+
+enum { SLOT_FREE, SLOT_RUN, SLOT_DONE, SLOT_TAKEN };
 
 struct pool {
     int n;
@@ -27,7 +29,11 @@ struct pool {
     pthread_cond_t cv;
     /* Each run bumps the generation; workers run the task once per bump. */
     _Alignas(64) atomic_uint gen;
-    _Alignas(64) atomic_int pending;
+    /* Per worker, per run: SLOT_FREE until the worker claims its share
+     * (SLOT_RUN, then SLOT_DONE) or the caller, done with its own share,
+     * takes it over (SLOT_TAKEN). A worker the OS has not scheduled yet thus
+     * never holds up a run on a busy machine. */
+    atomic_int *slot;
     _Alignas(64) atomic_int sleepers;
     pool_task_fn fn;
     void *ctx;
@@ -64,8 +70,11 @@ static void *worker(void *arg) {
         if (atomic_load(&p->stop))
             return NULL;
         seen = g;
-        p->fn(p->ctx, ith, p->n);
-        atomic_fetch_sub_explicit(&p->pending, 1, memory_order_acq_rel);
+        int expect = SLOT_FREE;
+        if (atomic_compare_exchange_strong(&p->slot[ith], &expect, SLOT_RUN)) {
+            p->fn(p->ctx, ith, p->n);
+            atomic_store_explicit(&p->slot[ith], SLOT_DONE, memory_order_release);
+        }
     }
 }
 
@@ -84,13 +93,13 @@ struct pool *pool_new(int n_threads, struct ica_error *err) {
     }
     p->n = n_threads;
     atomic_init(&p->gen, 0);
-    atomic_init(&p->pending, 0);
     atomic_init(&p->sleepers, 0);
     atomic_init(&p->stop, false);
     pthread_mutex_init(&p->mu, NULL);
     pthread_cond_init(&p->cv, NULL);
     p->threads = calloc((size_t)n_threads, sizeof *p->threads);
-    if (!p->threads) {
+    p->slot = calloc((size_t)n_threads, sizeof *p->slot);
+    if (!p->threads || !p->slot) {
         pool_free(p);
         ica_seterr(err, ICA_ERR_NOMEM, "out of memory");
         return NULL;
@@ -126,6 +135,7 @@ void pool_free(struct pool *p) {
     pthread_mutex_destroy(&p->mu);
     pthread_cond_destroy(&p->cv);
     free(p->threads);
+    free(p->slot);
     free(p);
 }
 
@@ -140,7 +150,8 @@ void pool_run(struct pool *p, pool_task_fn fn, void *ctx) {
     }
     p->fn = fn;
     p->ctx = ctx;
-    atomic_store_explicit(&p->pending, p->n - 1, memory_order_release);
+    for (int i = 1; i < p->n; i++)
+        atomic_store_explicit(&p->slot[i], SLOT_FREE, memory_order_release);
     atomic_fetch_add(&p->gen, 1); /* seq_cst: ordered before the sleepers load */
     if (atomic_load(&p->sleepers) > 0) {
         pthread_mutex_lock(&p->mu);
@@ -148,11 +159,19 @@ void pool_run(struct pool *p, pool_task_fn fn, void *ctx) {
         pthread_mutex_unlock(&p->mu);
     }
     fn(ctx, 0, p->n);
-    /* Oversubscribed machines: yield after a while so late workers run. */
-    for (int spins = 0; atomic_load_explicit(&p->pending, memory_order_acquire) > 0; spins++) {
-        if (spins < SPIN_ITERS)
-            CPU_RELAX();
-        else
-            sched_yield();
+    /* shares no worker has claimed yet are done here */
+    for (int i = 1; i < p->n; i++) {
+        int expect = SLOT_FREE;
+        if (atomic_compare_exchange_strong(&p->slot[i], &expect, SLOT_TAKEN))
+            fn(ctx, i, p->n);
     }
+    /* wait for the shares workers are running (yield on oversubscribed machines) */
+    for (int i = 1; i < p->n; i++)
+        for (int spins = 0; atomic_load_explicit(&p->slot[i], memory_order_acquire) == SLOT_RUN;
+             spins++) {
+            if (spins < SPIN_ITERS)
+                CPU_RELAX();
+            else
+                sched_yield();
+        }
 }

@@ -23,6 +23,16 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* One thread's attention buffers (heads are spread over the threads). */
+struct attn_ws {
+    void *kh;      /* [n_ctx][head_dim] one head's keys, contiguous (cache type) */
+    void *vt;      /* [head_dim_v][n_ctx] one head's values, transposed (cache type) */
+    float *qh;     /* [B][head_dim] one head's queries */
+    float *kq;     /* [B][n_ctx] scores, then probabilities */
+    float *oh;     /* [B][head_dim_v] one head's output */
+    void *scratch; /* activation rounding of the attention products */
+};
+
 struct model_ctx {
     const struct model *m;
     uint32_t n_ctx, n_batch, kv_type, n_past;
@@ -30,23 +40,20 @@ struct model_ctx {
     uint8_t *k_cache; /* [n_layer][n_ctx][n_head_kv*head_dim] */
     uint8_t *v_cache; /* [n_layer][n_ctx][n_head_kv*head_dim_v] */
     /* scratch, sized for n_batch tokens */
-    float *x;                /* [B][n_embd] residual stream */
-    float *h;                /* [B][n_embd] normalized input of a block */
-    float *q;                /* [B][n_head*head_dim] */
-    float *k;                /* [B][n_head_kv*head_dim] */
-    float *v;                /* [B][n_head_kv*head_dim_v] */
-    float *att;              /* [B][n_head*head_dim_v] */
-    float *tmp;              /* [B][n_embd] */
-    float *gate;             /* [B][n_ff] */
-    float *up;               /* [B][n_ff] */
-    float *rope;             /* [head_dim] cos/sin cache */
-    float *router;           /* [n_expert] */
-    float *moe_acc;          /* [n_embd] */
-    void *kh;                /* [n_ctx][head_dim] one head's keys, contiguous (cache type) */
-    void *vt;                /* [head_dim_v][n_ctx] one head's values, transposed (cache type) */
-    float *qh;               /* [B][head_dim] one head's queries */
-    float *kq;               /* [B][n_ctx] scores, then probabilities */
-    float *oh;               /* [B][head_dim_v] one head's output */
+    float *x;           /* [B][n_embd] residual stream */
+    float *h;           /* [B][n_embd] normalized input of a block */
+    float *q;           /* [B][n_head*head_dim] */
+    float *k;           /* [B][n_head_kv*head_dim] */
+    float *v;           /* [B][n_head_kv*head_dim_v] */
+    float *att;         /* [B][n_head*head_dim_v] */
+    float *tmp;         /* [B][n_embd] */
+    float *gate;        /* [B][n_ff] */
+    float *up;          /* [B][n_ff] */
+    float *rope;        /* [head_dim] cos/sin cache */
+    float *router;      /* [n_expert] */
+    float *moe_acc;     /* [n_embd] */
+    struct attn_ws *ws; /* per-thread attention buffers */
+    int n_ws;
     void *mm_scratch;        /* activation rounding for every matrix product */
     uint8_t *row_order;      /* [B] enum kern_order per row */
     uint32_t *b_seq, *b_pos; /* [B] batch built by model_eval */
@@ -142,19 +149,33 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->b_out = malloc(B * sizeof *c->b_out);
     c->b_decode = malloc(B * sizeof *c->b_decode);
     c->moe_acc = malloc(E * sizeof(float));
-    c->kh = calloc(C * hp->head_dim, c->kv_elt);
-    c->vt = calloc(C * hp->head_dim_v, c->kv_elt);
-    c->qh = malloc(B * hp->head_dim * sizeof(float));
-    c->kq = malloc(B * C * sizeof(float));
-    c->oh = malloc(B * hp->head_dim_v * sizeof(float));
     size_t ss = max_scratch(m, c->n_batch, c->n_ctx, c->kv_type);
     c->mm_scratch = malloc(ss ? ss : 1);
     struct ica_error perr = {0};
     c->pool = pool_new(p->n_threads, &perr);
+    bool ws_ok = c->pool != NULL;
+    if (ws_ok) {
+        c->n_ws = pool_size(c->pool);
+        c->ws = calloc((size_t)c->n_ws, sizeof *c->ws);
+        ws_ok = c->ws != NULL;
+        size_t as = kern_matmul_scratch_size(c->kv_type, hp->head_dim, B);
+        const size_t as2 = kern_matmul_scratch_size(c->kv_type, C, B);
+        as = as2 > as ? as2 : as;
+        for (int t = 0; ws_ok && t < c->n_ws; t++) {
+            struct attn_ws *w = &c->ws[t];
+            w->kh = calloc(C * hp->head_dim, c->kv_elt);
+            w->vt = calloc(C * hp->head_dim_v, c->kv_elt);
+            w->qh = malloc(B * hp->head_dim * sizeof(float));
+            w->kq = malloc(B * C * sizeof(float));
+            w->oh = malloc(B * hp->head_dim_v * sizeof(float));
+            w->scratch = malloc(as ? as : 1);
+            ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch;
+        }
+    }
     if ((!p->no_own_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->h || !c->q || !c->k ||
         !c->v || !c->att || !c->tmp || !c->gate || !c->up || !c->rope || !c->router ||
-        !c->moe_acc || !c->kh || !c->vt || !c->qh || !c->kq || !c->oh || !c->mm_scratch ||
-        !c->pool || !c->row_order || !c->b_seq || !c->b_pos || !c->b_out || !c->b_decode) {
+        !c->moe_acc || !ws_ok || !c->mm_scratch || !c->pool || !c->row_order || !c->b_seq ||
+        !c->b_pos || !c->b_out || !c->b_decode) {
         model_ctx_free(c);
         return ica_seterr(err, ICA_ERR_NOMEM,
                           "out of memory for a context of %zu tokens (KV cache %.1f MiB)", C,
@@ -169,11 +190,19 @@ void model_ctx_free(struct model_ctx *c) {
         return;
     void *bufs[] = {c->k_cache,   c->v_cache, c->x,      c->h,       c->q,
                     c->k,         c->v,       c->att,    c->tmp,     c->gate,
-                    c->up,        c->rope,    c->router, c->moe_acc, c->kh,
-                    c->vt,        c->qh,      c->kq,     c->oh,      c->mm_scratch,
+                    c->up,        c->rope,    c->router, c->moe_acc, c->mm_scratch,
                     c->row_order, c->b_seq,   c->b_pos,  c->b_out,   c->b_decode};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)
         free(bufs[i]);
+    for (int t = 0; c->ws && t < c->n_ws; t++) {
+        free(c->ws[t].kh);
+        free(c->ws[t].vt);
+        free(c->ws[t].qh);
+        free(c->ws[t].kq);
+        free(c->ws[t].oh);
+        free(c->ws[t].scratch);
+    }
+    free(c->ws);
     pool_free(c->pool);
     free(c);
 }
@@ -408,68 +437,102 @@ static void matmul_rows(struct model_ctx *c, const struct model_weight *w, int64
     }
 }
 
-/* Attention of the tokens t0..t1-1 of one sequence (positions pos0..) in
- * layer il, head by head as llama.cpp's non-flash path: scores = K_h q,
- * scaled, causally masked, softmax, then V_h^T p. llama.cpp runs these
- * products over a KV window padded to 256 cells (zeros beyond the used
- * ones); padding to 64 gives the same kernel paths and sums, since padded
- * cells add exact zeros in every lane. */
-static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il,
-                          uint32_t t0, uint32_t t1, uint32_t pos0, enum kern_order order) {
+struct attn_job {
+    struct model_ctx *c;
+    const struct model_kv_view *kv;
+    uint32_t il, t0, t1, pos0, n_kv;
+    enum kern_order order;
+};
+
+/* Keys (rows) and values (transposed) of kv head kvh into w: cells beyond
+ * the used ones are zero, as in llama.cpp's padded window. */
+static void gather_kv(const struct attn_job *a, struct attn_ws *w, uint32_t kvh) {
+    const struct model_hparams *hp = &a->c->m->hp;
+    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, n_kv = a->n_kv;
+    const uint32_t used = a->pos0 + (a->t1 - a->t0);
+    const size_t es = a->c->kv_elt;
+    for (uint32_t j = 0; j < n_kv; j++) {
+        uint8_t *kd = (uint8_t *)w->kh + (size_t)j * hd * es;
+        if (j < used)
+            memcpy(kd, (const uint8_t *)a->kv->k(a->kv->ud, a->il, j) + (size_t)kvh * hd * es,
+                   hd * es);
+        else
+            memset(kd, 0, hd * es);
+    }
+    for (uint32_t j = 0; j < n_kv; j++) {
+        const uint8_t *vr =
+            j < used ? (const uint8_t *)a->kv->v(a->kv->ud, a->il, j) + (size_t)kvh * hdv * es
+                     : NULL;
+        if (es == 4)
+            for (uint32_t d = 0; d < hdv; d++)
+                ((float *)w->vt)[(size_t)d * n_kv + j] = vr ? ((const float *)vr)[d] : 0.0f;
+        else
+            for (uint32_t d = 0; d < hdv; d++)
+                ((uint16_t *)w->vt)[(size_t)d * n_kv + j] = vr ? ((const uint16_t *)vr)[d] : 0;
+    }
+}
+
+/* Query heads [h0, h1) of one sequence's tokens on one thread: scores =
+ * K_h q, scaled, causally masked, softmax, then V_h^T p. */
+static void attention_heads(const struct attn_job *a, struct attn_ws *w, uint32_t h0, uint32_t h1) {
+    struct model_ctx *c = a->c;
     const struct model_hparams *hp = &c->m->hp;
-    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, n = t1 - t0;
+    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, n = a->t1 - a->t0, n_kv = a->n_kv;
     const size_t QD = (size_t)hp->n_head * hd, OD = (size_t)hp->n_head * hdv;
     const uint32_t group = hp->n_head / hp->n_head_kv;
     const float scale = 1.0f / sqrtf((float)hd);
-    const uint32_t used = pos0 + n;
+    uint32_t have = UINT32_MAX; /* kv head in w */
+    for (uint32_t h = h0; h < h1; h++) {
+        const uint32_t kvh = h / group;
+        if (kvh != have) {
+            gather_kv(a, w, kvh);
+            have = kvh;
+        }
+        for (uint32_t t = 0; t < n; t++)
+            memcpy(w->qh + (size_t)t * hd, c->q + (a->t0 + t) * QD + (size_t)h * hd,
+                   hd * sizeof(float));
+        /* KQ: llama.cpp's q view (permuted, not contiguous for n > 1) never
+         * takes the sgemm path, so every token is a vec_dot over head_dim. */
+        for (uint32_t t = 0; t < n; t++)
+            kern_matmul(NULL, c->kv_type, w->kh, n_kv, hd, w->qh + (size_t)t * hd, 1,
+                        w->kq + (size_t)t * n_kv, w->scratch);
+        for (uint32_t t = 0; t < n; t++) {
+            float *row = w->kq + (size_t)t * n_kv;
+            const uint32_t pos = a->pos0 + t;
+            for (uint32_t j = 0; j < n_kv; j++)
+                row[j] = j <= pos ? row[j] * scale : -INFINITY;
+            softmax(row, row, n_kv);
+        }
+        /* KQV: contiguous probabilities, sgemm order for a prompt. */
+        kern_matmul_ex(NULL, c->kv_type, w->vt, hdv, n_kv, w->kq, n, w->oh, w->scratch, a->order);
+        for (uint32_t t = 0; t < n; t++)
+            memcpy(c->att + (a->t0 + t) * OD + (size_t)h * hdv, w->oh + (size_t)t * hdv,
+                   hdv * sizeof(float));
+    }
+}
+
+static void attn_task(void *ud, int ith, int nth) {
+    const struct attn_job *a = ud;
+    const uint32_t H = a->c->m->hp.n_head;
+    /* contiguous blocks of query heads: each thread gathers few kv heads */
+    const uint32_t h0 = (uint32_t)((uint64_t)H * (uint64_t)ith / (uint64_t)nth);
+    const uint32_t h1 = (uint32_t)((uint64_t)H * (uint64_t)(ith + 1) / (uint64_t)nth);
+    attention_heads(a, &a->c->ws[ith], h0, h1);
+}
+
+/* Attention of the tokens t0..t1-1 of one sequence (positions pos0..) in
+ * layer il, heads spread over the threads, as llama.cpp's non-flash path.
+ * llama.cpp runs these products over a KV window padded to 256 cells (zeros
+ * beyond the used ones); padding to 64 gives the same kernel paths and sums,
+ * since padded cells add exact zeros in every lane. */
+static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il,
+                          uint32_t t0, uint32_t t1, uint32_t pos0, enum kern_order order) {
+    const uint32_t used = pos0 + (t1 - t0);
     uint32_t n_kv = round_up(used, 64);
     if (n_kv > c->n_ctx)
         n_kv = c->n_ctx;
-    const size_t es = c->kv_elt;
-    for (uint32_t kvh = 0; kvh < hp->n_head_kv; kvh++) {
-        /* gather this kv head's keys (rows) and values (transposed); cells
-         * beyond the used ones are zero, as llama.cpp's padded window */
-        for (uint32_t j = 0; j < n_kv; j++) {
-            uint8_t *kd = (uint8_t *)c->kh + (size_t)j * hd * es;
-            if (j < used)
-                memcpy(kd, (const uint8_t *)kv->k(kv->ud, il, j) + (size_t)kvh * hd * es, hd * es);
-            else
-                memset(kd, 0, hd * es);
-        }
-        for (uint32_t j = 0; j < n_kv; j++) {
-            const uint8_t *vr =
-                j < used ? (const uint8_t *)kv->v(kv->ud, il, j) + (size_t)kvh * hdv * es : NULL;
-            if (es == 4)
-                for (uint32_t d = 0; d < hdv; d++)
-                    ((float *)c->vt)[(size_t)d * n_kv + j] = vr ? ((const float *)vr)[d] : 0.0f;
-            else
-                for (uint32_t d = 0; d < hdv; d++)
-                    ((uint16_t *)c->vt)[(size_t)d * n_kv + j] = vr ? ((const uint16_t *)vr)[d] : 0;
-        }
-        for (uint32_t h = kvh * group; h < (kvh + 1) * group; h++) {
-            for (uint32_t t = 0; t < n; t++)
-                memcpy(c->qh + (size_t)t * hd, c->q + (t0 + t) * QD + (size_t)h * hd,
-                       hd * sizeof(float));
-            /* KQ: llama.cpp's q view (permuted, not contiguous for n > 1) never
-             * takes the sgemm path, so every token is a vec_dot over head_dim. */
-            for (uint32_t t = 0; t < n; t++)
-                kern_matmul(c->pool, c->kv_type, c->kh, n_kv, hd, c->qh + (size_t)t * hd, 1,
-                            c->kq + (size_t)t * n_kv, c->mm_scratch);
-            for (uint32_t t = 0; t < n; t++) {
-                float *row = c->kq + (size_t)t * n_kv;
-                const uint32_t pos = pos0 + t;
-                for (uint32_t j = 0; j < n_kv; j++)
-                    row[j] = j <= pos ? row[j] * scale : -INFINITY;
-                softmax(row, row, n_kv);
-            }
-            /* KQV: contiguous probabilities, sgemm order for a prompt. */
-            kern_matmul_ex(c->pool, c->kv_type, c->vt, hdv, n_kv, c->kq, n, c->oh, c->mm_scratch,
-                           order);
-            for (uint32_t t = 0; t < n; t++)
-                memcpy(c->att + (t0 + t) * OD + (size_t)h * hdv, c->oh + (size_t)t * hdv,
-                       hdv * sizeof(float));
-        }
-    }
+    struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order};
+    pool_run(c->pool, attn_task, &a);
 }
 
 static void store_kv(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il, uint32_t pos,
