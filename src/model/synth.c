@@ -234,6 +234,45 @@ static int copy_vocab(struct gguf_writer *w, const char *path, uint32_t n_vocab,
                         : ica_seterr(err, rc, "synth: cannot copy the vocabulary of %s", path);
 }
 
+/* llama.cpp's file type code (LLAMA_FTYPE_*) for files whose matrices are
+ * all of one type: what llama.cpp shows as the model's quantization. */
+static uint32_t file_type_of(uint32_t t) {
+    switch (t) {
+    case ICA_F32:
+        return 0;
+    case ICA_F16:
+        return 1;
+    case ICA_Q4_0:
+        return 2;
+    case ICA_Q4_1:
+        return 3;
+    case ICA_Q8_0:
+        return 7;
+    case ICA_Q5_0:
+        return 8;
+    case ICA_Q5_1:
+        return 9;
+    case ICA_Q2_K:
+        return 10;
+    case ICA_Q3_K:
+        return 11; /* Q3_K_S */
+    case ICA_Q4_K:
+        return 14; /* Q4_K_S */
+    case ICA_Q5_K:
+        return 16; /* Q5_K_S */
+    case ICA_Q6_K:
+        return 18;
+    case ICA_IQ4_NL:
+        return 25;
+    case ICA_IQ4_XS:
+        return 30;
+    case ICA_BF16:
+        return 32;
+    default:
+        return 0;
+    }
+}
+
 int model_synth_write(const char *path, const struct model_synth_config *cfg,
                       struct ica_error *err) {
     const bool qwen = strcmp(cfg->arch, "qwen2") == 0;
@@ -273,7 +312,7 @@ int model_synth_write(const char *path, const struct model_synth_config *cfg,
         rc |= gguf_writer_set_u32(w, KEY("expert_count"), cfg->n_expert);
         rc |= gguf_writer_set_u32(w, KEY("expert_used_count"), cfg->n_expert_used);
     }
-    rc |= gguf_writer_set_u32(w, "general.file_type", cfg->wtype);
+    rc |= gguf_writer_set_u32(w, "general.file_type", file_type_of(cfg->wtype));
 #undef KEY
     if (rc != ICA_OK) {
         gguf_writer_free(w);
