@@ -140,11 +140,15 @@ static void run_model(const char *path) {
     struct engine_params ep = engine_default_params();
     ep.n_ctx = 128;
     ep.n_batch = 32; /* prompts span several steps, mixed with decoding */
-    ep.n_seq_max = 4;
     ep.block_tokens = 8;
     struct engine_stats st;
-    together(m, v, &ep, got, &st);
-    compare(ref, got);
+    /* one at a time, two, eight at once: the same tokens */
+    static const uint32_t widths[] = {1, 2, 8, 4};
+    for (size_t w = 0; w < sizeof widths / sizeof widths[0]; w++) {
+        ep.n_seq_max = widths[w];
+        together(m, v, &ep, got, &st);
+        compare(ref, got);
+    }
     /* the shared prefix was computed once, not six times */
     assert_true(st.prompt_tokens_cached >= (NREQ - 2) * (PREFIX - 8));
     /* streamed text equals the pieces of the generated ids */
