@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report_cli.h"
 #include "search_cli.h"
 
 enum {
@@ -165,6 +166,14 @@ int cmd_ablate(int argc, char **argv) {
     char title[128];
     snprintf(title, sizeof title, "QA-matching ablation (%zu validation questions)", x.qs->n);
     ret = xp_eval_table(&x, title, "variant", vars, sets, nv, "ablate.csv");
+    if (!ret) {
+        struct report_buf md = {0};
+        ret = rcli_table("ablate", x.out, "ablate.csv", "ablate.svg", RCLI_BARS, title, "variant",
+                         "variant", &md);
+        if (!ret)
+            ret = rcli_write("ablate", x.out, "report.md", &md);
+        report_buf_free(&md);
+    }
     if (!ret)
         xp_print_costs(&x, stdout, 0, 0);
 out:

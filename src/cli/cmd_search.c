@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report_cli.h"
 #include "search_cli.h"
 
 enum { OPT_POOL = XP_OPT_LAST + 1, OPT_BASE, OPT_STEPS, OPT_HALVING, OPT_AFTER, OPT_ALWAYS };
@@ -70,6 +71,58 @@ static void csv_str(FILE *fp, const char *s) {
         fputc(*s, fp);
     }
     fputc('"', fp);
+}
+
+/* RUN_DIR/report.md (one row per step) and RUN_DIR/search.svg (score of the set after each
+ * step, step 0 = the base set). */
+static int write_report(const struct xp *x, const struct search_result *R,
+                        const struct align_set *pool) {
+    size_t n = R->n_steps + 1;
+    struct report_point *pts = calloc(n, sizeof *pts);
+    const char **cells = calloc(4 * n, sizeof *cells);
+    char(*txt)[3][32] = calloc(n, sizeof *txt);
+    struct report_buf md = {0}, svg = {0};
+    int ret = 1;
+    if (!pts || !cells || !txt) {
+        cli_error("search: report: out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct search_step *S = i ? &R->steps[i - 1] : NULL;
+        double y = !S ? R->base_score : S->chosen >= 0 ? S->chosen_score : S->current;
+        const char *id = !S               ? "(base set)"
+                         : S->chosen >= 0 ? align_set_demo(pool, (size_t)S->chosen)->id
+                                          : "(stop: no improvement)";
+        pts[i] = (struct report_point){id, (double)i, y, NAN, NAN};
+        snprintf(txt[i][0], sizeof txt[i][0], "%zu", i);
+        fmt_score(y, txt[i][1], sizeof txt[i][1]);
+        snprintf(txt[i][2], sizeof txt[i][2], "%zu", S ? S->n_c : (size_t)0);
+        cells[4 * i] = txt[i][0];
+        cells[4 * i + 1] = id;
+        cells[4 * i + 2] = txt[i][1];
+        cells[4 * i + 3] = txt[i][2];
+    }
+    char title[160];
+    snprintf(title, sizeof title, "Greedy search (%zu validation questions)", x->qs->n);
+    struct report_chart ch = {title, "step", "mean judge score"};
+    const char *hdr[] = {"step", "chosen", "score", "candidates"};
+    report_buf_printf(&md, "## %s\n\n", title);
+    if (report_md_table(&md, hdr, 4, cells, n) != ICA_OK ||
+        report_svg_steps(&svg, &ch, pts, n) != ICA_OK) {
+        cli_error("search: report: out of memory");
+        goto out;
+    }
+    report_buf_puts(&md, "\n![search](search.svg)\n\nEvery candidate: [search.csv](search.csv); "
+                         "chosen set: [chosen.txt](chosen.txt)\n");
+    ret = rcli_write("search", x->out, "search.svg", &svg) ||
+          rcli_write("search", x->out, "report.md", &md);
+out:
+    report_buf_free(&md);
+    report_buf_free(&svg);
+    free(pts);
+    free(cells);
+    free(txt);
+    return ret;
 }
 
 int cmd_search(int argc, char **argv) {
@@ -240,6 +293,8 @@ int cmd_search(int argc, char **argv) {
         goto out;
     }
     printf("chosen set written to %s\n", path);
+    if (write_report(&x, R, pool))
+        goto out;
     xp_print_costs(&x, stdout, full, R->full_prompt_tokens);
     ret = 0;
 out:

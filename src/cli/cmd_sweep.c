@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "report_cli.h"
 #include "search_cli.h"
 
 enum { OPT_POOL = XP_OPT_LAST + 1, OPT_BASE, OPT_FAMILY, OPT_N, OPT_SEED };
@@ -136,6 +137,7 @@ int cmd_sweep(int argc, char **argv) {
     char **names = calloc(nn + 1, sizeof *names);
     size_t *rank = calloc(np + 1, sizeof *rank);
     double *rs = NULL;
+    struct report_buf md = {0};
     if (ret)
         goto out;
     ret = 1;
@@ -220,6 +222,14 @@ int cmd_sweep(int argc, char **argv) {
         snprintf(title, sizeof title, "\nfamily %s (%zu validation questions)", fam, x.qs->n);
         snprintf(csv, sizeof csv, "sweep-%s.csv", fam);
         int trc = n ? xp_eval_table(&x, title, "set", names, sets, n, csv) : 0;
+        if (!trc && n) {
+            char svg[128], rtitle[160];
+            snprintf(svg, sizeof svg, "sweep-%s.svg", fam);
+            snprintf(rtitle, sizeof rtitle, "Sweep: family %s (%zu validation questions)", fam,
+                     x.qs->n);
+            trc = rcli_table("sweep", x.out, csv, svg, RCLI_LINE, rtitle, "set",
+                             "N (demonstrations)", &md);
+        }
         for (size_t i = 0; i < n; i++) {
             align_set_free(sets[i]);
             sets[i] = NULL;
@@ -229,9 +239,12 @@ int cmd_sweep(int argc, char **argv) {
         if (trc)
             goto out;
     }
+    if (md.len && rcli_write("sweep", x.out, "report.md", &md))
+        goto out;
     xp_print_costs(&x, stdout, 0, 0);
     ret = 0;
 out:
+    report_buf_free(&md);
     for (size_t i = 0; sets && i < nn + np + 1; i++)
         align_set_free(sets[i]);
     for (size_t i = 0; names && i < nn + 1; i++)

@@ -107,12 +107,20 @@ head -c 13 "$tmp/full/chosen.txt" | grep -q "# Instruction" || fail "chosen.txt 
 [ "$(wc -l <"$tmp/full/search.csv")" -eq 10 ] || fail "search.csv rows"
 [ "$(db "$tmp/full/icalign.db" "select count(*) from search_steps")" = 2 ] || fail "search_steps rows"
 [ "$(db "$tmp/full/icalign.db" "select count(*) from generations")" = 30 ] || fail "30 generations"
+# report files: Markdown table + SVG chart, well-formed when xmllint is available
+xmlok() { command -v xmllint >/dev/null || return 0; xmllint --noout "$1"; }
+[ -s "$tmp/full/report.md" ] && [ -s "$tmp/full/search.svg" ] || fail "search report files"
+grep -q "^| step | chosen | score | candidates |" "$tmp/full/report.md" || fail "search report.md table"
+grep -q "search.svg" "$tmp/full/report.md" || fail "search report.md chart link"
+xmlok "$tmp/full/search.svg" || fail "search.svg is not well-formed"
+cp "$tmp/full/search.svg" "$tmp/search1.svg"
 
 # --- rerun: nothing new
 "$bin" search "${common[@]}" --steps 2 --always-take --out "$tmp/full" >"$tmp/out2" 2>"$tmp/err" ||
     { cat "$tmp/err"; fail "rerun"; }
 [ "$(calls)" -eq "$full_calls" ] || fail "rerun called the judge"
 grep -q "generations         0 new,       30 from the store" "$tmp/out2" || { cat "$tmp/out2"; fail "rerun generations"; }
+cmp -s "$tmp/search1.svg" "$tmp/full/search.svg" || fail "search.svg differs on a rerun"
 diff <(grep -v "^  \(generations\|judge calls\|full search\|prefill\|naive\)" "$tmp/out1") \
      <(grep -v "^  \(generations\|judge calls\|full search\|prefill\|naive\)" "$tmp/out2") >/dev/null ||
     fail "rerun table differs"
@@ -159,6 +167,12 @@ for f in random greedy-rank diversity unsupervised; do
     grep -q "^  $f-2 " "$tmp/outs" || { cat "$tmp/outs"; fail "sweep table $f"; }
 done
 [ -s "$tmp/full/sets/diversity-3.txt" ] || fail "sweep set files"
+for f in random greedy-rank diversity unsupervised; do
+    [ -s "$tmp/full/sweep-$f.svg" ] || fail "sweep-$f.svg"
+    xmlok "$tmp/full/sweep-$f.svg" || fail "sweep-$f.svg is not well-formed"
+    grep -q "(sweep-$f.svg)" "$tmp/full/report.md" || fail "sweep report.md link $f"
+done
+grep -q "^| set | score | 95% CI | rated | questions |" "$tmp/full/report.md" || fail "sweep report.md table"
 grep -q "generations         0 new" "$tmp/outs" && fail "sweep computed nothing"
 "$bin" ablate "${bo[@]}" --query-pool "$tmp/pool.jsonl" --demos "$tmp/base.txt" \
     --variants correct,circular_shift,no_answer,random_answer,unsupervised --answer-pool "$tmp/answers.jsonl" \
@@ -167,6 +181,10 @@ for v in correct circular_shift no_answer random_answer unsupervised; do
     grep -q "^  $v " "$tmp/outa" || { cat "$tmp/outa"; fail "ablate row $v"; }
 done
 [ "$(wc -l <"$tmp/full/ablate.csv")" -eq 6 ] || fail "ablate.csv"
+[ -s "$tmp/full/ablate.svg" ] || fail "ablate.svg"
+xmlok "$tmp/full/ablate.svg" || fail "ablate.svg is not well-formed"
+grep -q "^| circular_shift | " "$tmp/full/report.md" || fail "ablate report.md row"
+grep -q "(ablate.svg)" "$tmp/full/report.md" || fail "ablate report.md link"
 # 'correct' is the base set: its answers come from the store
 grep -q "from the store" "$tmp/outa" || fail "ablate cost report"
 before=$(calls)
