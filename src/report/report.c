@@ -155,8 +155,9 @@ static void y_range(struct frame *f, const struct report_point *p, size_t n, int
         range_add(p[i].lo, &lo, &hi, &any);
         range_add(p[i].hi, &lo, &hi, &any);
     }
+    double min = lo;
     fix_range(&lo, &hi, any, 0.05);
-    if (from_zero && any && lo < 0 && lo > -1e-9)
+    if (from_zero && any && min >= 0) /* bars start at the axis */
         lo = 0;
     f->y0 = lo;
     f->y1 = hi;
