@@ -59,6 +59,7 @@ struct engine {
     uint64_t saved[64];
     uint32_t n_saved;
     size_t promised; /* sum of the running sequences' promises */
+    bool cleared;    /* the cache was emptied to make room; reset by the next forward */
     struct engine_stats st;
 };
 
@@ -116,7 +117,8 @@ int engine_new(const struct model *m, const struct tok_vocab *vocab, const struc
     kc.block_tokens = e->p.block_tokens ? (int)e->p.block_tokens : 32;
     kc.elem_type = e->p.kv_type == ICA_F16 ? ICA_F16 : ICA_F32;
     const size_t bb = kv_block_bytes(&kc);
-    const size_t per_seq = bb * ((e->p.n_ctx + kc.block_tokens - 1) / kc.block_tokens + 1);
+    /* a full context, plus blocks a copy-on-write of a shared block needs meanwhile */
+    const size_t per_seq = bb * ((e->p.n_ctx + kc.block_tokens - 1) / kc.block_tokens + 3);
     size_t budget = e->p.kv_mem;
     if (!budget) {
         /* n_seq_max full contexts, at most a quarter of the physical memory */
@@ -574,6 +576,12 @@ int engine_step(struct engine *e, struct ica_error *err) {
                 return ICA_OK;
             }
         if (running == 1) {
+            /* First drop every cached prefix nobody uses, then retry once. */
+            if (!e->cleared) {
+                kv_cache_clear(e->kv);
+                e->cleared = true;
+                return ICA_OK;
+            }
             for (uint32_t i = 0; i < e->n_seqs; i++)
                 if (e->seqs[i]->state == SEQ_RUNNING) {
                     struct ica_error fe;
@@ -585,6 +593,7 @@ int engine_step(struct engine *e, struct ica_error *err) {
         }
         return ICA_OK;
     }
+    e->cleared = false;
     const struct model_batch batch = {n, e->b_tok, e->b_seq, e->b_pos, e->b_out, e->b_dec};
     const double t0 = eng_now();
     int rc = model_forward(e->ctx, e->views, nv, &batch, e->logits, err);

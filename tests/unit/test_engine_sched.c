@@ -177,7 +177,7 @@ static void run_model(const char *path) {
     kc.elem_type = ICA_F32;
     ep.n_ctx = 64;
     ep.n_seq_max = 3;
-    ep.kv_mem = kv_block_bytes(&kc) * (64 / 8 + 1) - 1;
+    ep.kv_mem = kv_block_bytes(&kc) * (64 / 8 + 3) - 1; /* one full sequence + COW slack */
     struct engine *probe = NULL;
     assert_int_equal(engine_new(m, v, &ep, &probe, &err), ICA_ERR_ARG);
     assert_non_null(strstr(err.msg, "KV budget"));
