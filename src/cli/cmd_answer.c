@@ -812,7 +812,12 @@ int cmd_answer(int argc, char **argv) {
     if (local)
         json_object_object_add(cfg, "model_sha256", json_object_new_string(model_sha));
     else
-        json_object_object_add(cfg, "model", json_object_new_string(backend_describe(be)));
+        /* the served model's name, not the endpoint: a run resumes against a
+         * restarted server, another port or several endpoints */
+        json_object_object_add(cfg, "model",
+                               json_object_new_string(bo.remote_model ? bo.remote_model
+                                                      : bo.local.path ? bo.local.path
+                                                                      : "model"));
     if (instruct) {
         /* an instruction-tuned baseline: its own chat template, no demonstrations */
         json_object_object_add(cfg, "mode", json_object_new_string("instruct"));
