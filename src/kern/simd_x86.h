@@ -967,6 +967,8 @@ TGT static void SFX(sgemm4_bf16)(int64_t n, const void *vx, const void *vy, size
 }
 #endif
 
+#include "simd_x86_ext.h"
+
 /* ------------------------------------------------------------- table */
 
 static void SFX(fill)(struct kern_ops *ops) {
@@ -1009,4 +1011,5 @@ static void SFX(fill)(struct kern_ops *ops) {
     ops[ICA_Q4_K].pack_rows = 8;
     ops[ICA_Q6_K].tr.vec_dot = SFX(dot_q6_K);
     ops[ICA_Q6_K].dot4 = SFX(dot4_q6_K);
+    SFX(fill_ext)(ops);
 }
