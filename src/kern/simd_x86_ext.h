@@ -1,8 +1,321 @@
 /* Part of simd_x86.h (included from it, compiled once per x86 level with
  * the includer's TGT / SFX / X86_VNNI / X86_512): vec_dot and activation
  * kernels for the remaining weight types, each bit-identical to its
- * reference in ref.c. SFX(fill_ext) is called at the end of SFX(fill). */
+ * reference in ref.c. SFX(fill_ext) is called at the end of SFX(fill).
+ *
+ * Only the basic helpers of simd_x86.h are used here (h2f, hsum8, fma1,
+ * hsum_i32, hsum4_i32, dot_ss, dot_ss_abs, dot_us_acc, q4_bytes, loadu256,
+ * pf); everything else carries an xe_ prefix. Integer lanes are exact sums
+ * (maddubs pairs stay far from int16 saturation for every type here: at
+ * most 2 * 127 * 127), so only the float steps have to follow the
+ * reference, and they do operation for operation. */
+
+/* ------------------------------------------------------------ helpers */
+
+/* madd of int16 pairs p by int16 scales s, added to int32 lanes acc. */
+TGT static inline __m256i xe_madd_acc(__m256i acc, __m256i p, __m256i s) {
+#if X86_VNNI
+    return _mm256_dpwssd_epi32(acc, p, s);
+#else
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(p, s));
+#endif
+}
+
+/* Scale vector of a 32-quant chunk: int16 lo in lanes 0..3 (bytes 0..15),
+ * hi in lanes 4..7 (bytes 16..31). */
+TGT static inline __m256i xe_sc2(int lo, int hi) {
+    return _mm256_set_m128i(_mm_set1_epi16((short)hi), _mm_set1_epi16((short)lo));
+}
+
+/* Q4_K / Q5_K 12 scale bytes as 8 six-bit scales (out[0..7]) and 8 mins
+ * (out[8..15]), get_scale_min_k4's layout. */
+static inline void xe_k4_scales(const uint8_t *s, uint8_t out[16]) {
+    for (int j = 0; j < 4; j++) {
+        out[j] = s[j] & 63;
+        out[8 + j] = s[j + 4] & 63;
+        out[4 + j] = (uint8_t)((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
+        out[12 + j] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
+    }
+}
+
+/* sum over j < 8 of mn[j] * (bsums[2j] + bsums[2j+1]) (mn as int16). */
+TGT static inline int xe_mins_pairs(const int16_t *bsums, __m128i mn) {
+    const __m256i bs = loadu256(bsums);
+    const __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
+    __m128i r = _mm_madd_epi16(bp, mn);
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4e));
+    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
+    return _mm_cvtsi128_si32(r);
+}
+
+#define XE_Y(T, vy, ys, t) ((const T *)((const char *)(vy) + (size_t)(t) * (ys)))
+
+/* ------------------------------------------------------------ Q5_K */
+
+/* vec_dot_q5_K_q8_K: lane l = sum over the 8 chunks of sc * (4 products of
+ * unsigned q5 by q8), acc = fma(d, lane, acc); the mins go through one
+ * scalar summs = fma(-y.d * dmin, mins, summs); hsum8(acc) + summs. */
+struct xe_q5k {
+    __m256i q[8];  /* chunk c (sub-block c): quants 0..31 */
+    __m256i sc[8]; /* scale of chunk c as int16 */
+    __m128i mn;    /* the 8 mins as int16 */
+};
+
+TGT static inline void xe_q5k_unpack(const blk_q5_K *b, struct xe_q5k *u) {
+    const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
+    __m256i hb = loadu256(b->qh);
+    for (int c2 = 0; c2 < 4; c2++) {
+        const __m256i v = loadu256(b->qs + 32 * c2);
+        /* bit c of qh[l] is the fifth bit of quant l of chunk c */
+        const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hb, one), 4);
+        hb = _mm256_srli_epi16(hb, 1);
+        const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(hb, one), 4);
+        hb = _mm256_srli_epi16(hb, 1);
+        u->q[2 * c2] = _mm256_or_si256(_mm256_and_si256(v, m4), h0);
+        u->q[2 * c2 + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), h1);
+    }
+    uint8_t sm[16];
+    xe_k4_scales(b->scales, sm);
+    for (int c = 0; c < 8; c++)
+        u->sc[c] = _mm256_set1_epi16(sm[c]);
+    u->mn = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+}
+
+TGT static inline __m256i xe_q5k_lanes(const struct xe_q5k *u, const int8_t *q8) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++)
+        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(u->q[c], loadu256(q8 + 32 * c)), u->sc[c]);
+    return acc;
+}
+
+TGT static void SFX(dot_q5_K)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q5_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct xe_q5k u;
+    __m256 acc = _mm256_setzero_ps();
+    float summs = 0;
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        pf((const char *)(x + i) + 128);
+        xe_q5k_unpack(&x[i], &u);
+        const float d = y[i].d * h2f(x[i].d);
+        const float dmin = -y[i].d * h2f(x[i].dmin);
+        summs = fma1(dmin, (float)xe_mins_pairs(y[i].bsums, u.mn), summs);
+        const __m256i l = xe_q5k_lanes(&u, y[i].qs);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
+    }
+    *s = hsum8(acc) + summs;
+}
+
+TGT static void SFX(dot4_q5_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q5_K *x = vx;
+    struct xe_q5k u;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    float summs[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        pf((const char *)(x + i) + 128);
+        xe_q5k_unpack(&x[i], &u);
+        const float dx = h2f(x[i].d), mx = h2f(x[i].dmin);
+        for (int t = 0; t < nt; t++) {
+            const blk_q8_K *y = XE_Y(blk_q8_K, vy, ys, t) + i;
+            const float d = y->d * dx;
+            const float dmin = -y->d * mx;
+            summs[t] = fma1(dmin, (float)xe_mins_pairs(y->bsums, u.mn), summs[t]);
+            const __m256i l = xe_q5k_lanes(&u, y->qs);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = hsum8(acc[t]) + summs[t];
+}
+
+/* ------------------------------------------------------------ Q3_K */
+
+/* vec_dot_q3_K_q8_K: signed quants -4..3, 16 scales (sc - 32); lane l of
+ * chunk c takes scale 2c (lanes 0..3) or 2c+1 (lanes 4..7); acc = fma(d,
+ * lane, acc) with d = y.d * fp16(x.d), hsum8. */
+struct xe_q3k {
+    __m256i ax[8]; /* |q| of chunk c */
+    __m256i q[8];  /* q of chunk c (for the signs) */
+    __m256i sc[8]; /* scales of chunk c's two halves, int16 */
+};
+
+/* The 16 six-bit scales minus 32. */
+static inline void xe_q3k_scales(const uint8_t *s, int8_t out[16]) {
+    uint32_t a[3], r[4];
+    memcpy(a, s, 12);
+    const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    r[0] = (a[0] & m4) | ((a[2] & m2) << 4);
+    r[1] = (a[1] & m4) | (((a[2] >> 2) & m2) << 4);
+    r[2] = ((a[0] >> 4) & m4) | (((a[2] >> 4) & m2) << 4);
+    r[3] = ((a[1] >> 4) & m4) | (((a[2] >> 6) & m2) << 4);
+    uint8_t b[16];
+    memcpy(b, r, 16);
+    for (int j = 0; j < 16; j++)
+        out[j] = (int8_t)(b[j] - 32);
+}
+
+TGT static inline void xe_q3k_unpack(const blk_q3_K *b, struct xe_q3k *u) {
+    const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
+    __m256i hb = loadu256(b->hmask);
+    for (int h = 0; h < 2; h++) {
+        __m256i v = loadu256(b->qs + 32 * h);
+        for (int j = 0; j < 4; j++) {
+            const int c = 4 * h + j;
+            /* bit c of hmask[l] clear: minus 4 */
+            const __m256i h4 = _mm256_slli_epi16(_mm256_andnot_si256(hb, one), 2);
+            hb = _mm256_srli_epi16(hb, 1);
+            const __m256i q = _mm256_sub_epi8(_mm256_and_si256(v, m3), h4);
+            v = _mm256_srli_epi16(v, 2);
+            u->q[c] = q;
+            u->ax[c] = _mm256_sign_epi8(q, q);
+        }
+    }
+    int8_t sc[16];
+    xe_q3k_scales(b->scales, sc);
+    for (int c = 0; c < 8; c++)
+        u->sc[c] = xe_sc2(sc[2 * c], sc[2 * c + 1]);
+}
+
+/* Lanes of sc * (|q| . sign(q8, q)): exact, q8 is never -128. */
+TGT static inline __m256i xe_signed_lanes(const __m256i *ax, const __m256i *q, const __m256i *sc,
+                                          const int8_t *q8) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) {
+        const __m256i sy = _mm256_sign_epi8(loadu256(q8 + 32 * c), q[c]);
+        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(ax[c], sy), sc[c]);
+    }
+    return acc;
+}
+
+TGT static void SFX(dot_q3_K)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q3_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct xe_q3k u;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        xe_q3k_unpack(&x[i], &u);
+        const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y[i].qs);
+        const float d = y[i].d * h2f(x[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
+    }
+    *s = hsum8(acc);
+}
+
+TGT static void SFX(dot4_q3_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q3_K *x = vx;
+    struct xe_q3k u;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        xe_q3k_unpack(&x[i], &u);
+        const float dx = h2f(x[i].d);
+        for (int t = 0; t < nt; t++) {
+            const blk_q8_K *y = XE_Y(blk_q8_K, vy, ys, t) + i;
+            const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y->qs);
+            const float d = y->d * dx;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = hsum8(acc[t]);
+}
+
+/* ------------------------------------------------------------ Q2_K */
+
+/* Q2_K (repacked in llama.cpp, DOT_K in ref.c): exact isum (16 scales) and
+ * summs (16 mins by the 16 bsums) per super-block, then t = d*isum;
+ * t = t - dmin*summs; sumf += t, all in float. */
+struct xe_q2k {
+    __m256i q[8];  /* chunk c: quants 0..3 */
+    __m256i sc[8]; /* scales of chunk c's two halves, int16 */
+    __m256i mn;    /* the 16 mins as int16 */
+};
+
+TGT static inline void xe_q2k_unpack(const blk_q2_K *b, struct xe_q2k *u) {
+    const __m256i m3 = _mm256_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        __m256i v = loadu256(b->qs + 32 * h);
+        for (int j = 0; j < 4; j++) {
+            u->q[4 * h + j] = _mm256_and_si256(v, m3);
+            v = _mm256_srli_epi16(v, 2);
+        }
+    }
+    const __m128i sv = _mm_loadu_si128((const __m128i *)b->scales);
+    const __m128i lo = _mm_and_si128(sv, _mm_set1_epi8(0x0f));
+    const __m128i hi = _mm_and_si128(_mm_srli_epi16(sv, 4), _mm_set1_epi8(0x0f));
+    u->mn = _mm256_cvtepu8_epi16(hi);
+    uint8_t sc[16];
+    _mm_storeu_si128((__m128i *)sc, lo);
+    for (int c = 0; c < 8; c++)
+        u->sc[c] = xe_sc2(sc[2 * c], sc[2 * c + 1]);
+}
+
+TGT static inline float xe_q2k_block(const blk_q2_K *b, const struct xe_q2k *u, const blk_q8_K *y) {
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++)
+        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(u->q[c], loadu256(y->qs + 32 * c)), u->sc[c]);
+    const __m256i mp = _mm256_madd_epi16(loadu256(y->bsums), u->mn);
+    /* [a01 a23 m01 m23 | a45 a67 m45 m67] -> [a0123 m0123 . . | a4567 m4567 . .] */
+    const __m256i b1 = _mm256_hadd_epi32(acc, mp);
+    const __m256i b2 = _mm256_hadd_epi32(b1, b1);
+    const int isum = _mm256_extract_epi32(b2, 0) + _mm256_extract_epi32(b2, 4);
+    const int summs = _mm256_extract_epi32(b2, 1) + _mm256_extract_epi32(b2, 5);
+    const float d = h2f(b->d) * y->d;
+    float t = d * (float)isum;
+    const float dmin = h2f(b->dmin) * y->d;
+    const float m = dmin * (float)summs;
+    t = t - m;
+    return t;
+}
+
+TGT static void SFX(dot_q2_K)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q2_K *x = vx;
+    const blk_q8_K *y = vy;
+    struct xe_q2k u;
+    float sumf = 0;
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        xe_q2k_unpack(&x[i], &u);
+        sumf += xe_q2k_block(&x[i], &u, &y[i]);
+    }
+    *s = sumf;
+}
+
+TGT static void SFX(dot4_q2_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q2_K *x = vx;
+    struct xe_q2k u;
+    float sumf[4] = {0, 0, 0, 0};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        xe_q2k_unpack(&x[i], &u);
+        for (int t = 0; t < nt; t++)
+            sumf[t] += xe_q2k_block(&x[i], &u, XE_Y(blk_q8_K, vy, ys, t) + i);
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = sumf[t];
+}
+
+/* ------------------------------------------------------------- table */
 
 static void SFX(fill_ext)(struct kern_ops *ops) {
-    (void)ops;
+    ops[ICA_Q5_K].tr.vec_dot = SFX(dot_q5_K);
+    ops[ICA_Q5_K].dot4 = SFX(dot4_q5_K);
+    ops[ICA_Q3_K].tr.vec_dot = SFX(dot_q3_K);
+    ops[ICA_Q3_K].dot4 = SFX(dot4_q3_K);
+    ops[ICA_Q2_K].tr.vec_dot = SFX(dot_q2_K);
+    ops[ICA_Q2_K].dot4 = SFX(dot4_q2_K);
 }

@@ -228,6 +228,144 @@ static void test_vec_dots(void **state) {
     }
 }
 
+/* ---- raw weight blocks: every bit pattern of the quants and scales ---- */
+
+/* Byte offsets of the fp16 fields (d, m / dmin) of a quantized block; the
+ * rest of a raw block is random bytes. -1: none. */
+static void f16_fields(uint32_t t, int off[2]) {
+    off[0] = 0;
+    off[1] = -1;
+    switch (t) {
+    case ICA_Q4_1:
+    case ICA_Q5_1:
+    case ICA_Q4_K:
+    case ICA_Q5_K:
+        off[1] = 2;
+        break;
+    case ICA_Q2_K:
+        off[0] = 80;
+        off[1] = 82;
+        break;
+    case ICA_Q3_K:
+        off[0] = 108;
+        break;
+    case ICA_Q6_K:
+        off[0] = 208;
+        break;
+    default:
+        break;
+    }
+}
+
+/* A row of random blocks of type t with finite fp16 scales. */
+static void *make_raw_weights(uint32_t t, int64_t len, int mode) {
+    const struct ica_dtype_info *di = ica_dtype_info(t);
+    const int64_t nb = len / di->blck;
+    uint8_t *w = malloc((size_t)nb * di->type_size + 64);
+    assert_non_null(w);
+    int off[2];
+    f16_fields(t, off);
+    for (int64_t b = 0; b < nb; b++) {
+        uint8_t *blk = w + (size_t)b * di->type_size;
+        for (size_t k = 0; k < di->type_size; k++)
+            blk[k] = mode == 1 ? 0xff : mode == 2 ? 0x00 : (uint8_t)rng_u32();
+        for (int f = 0; f < 2; f++)
+            if (off[f] >= 0) {
+                const uint16_t h = kern_f32_to_f16(rng_unif() * (float)(1 << (rng_u32() % 8)));
+                memcpy(blk + off[f], &h, 2);
+            }
+    }
+    return w;
+}
+
+/* Activations whose codes sit at +-127 (every |x| equal) or random. */
+static void fill_act(float *x, int64_t n, int mode) {
+    if (mode % 2 == 0) {
+        fill_x(x, n, mode / 2);
+        return;
+    }
+    for (int64_t i = 0; i < n; i++)
+        x[i] = (rng_u32() & 1) ? 1.0f : -1.0f;
+}
+
+static int same_bits(float a, float b) {
+    uint32_t ua, ub;
+    memcpy(&ua, &a, 4);
+    memcpy(&ub, &b, 4);
+    return ua == ub;
+}
+
+/* vec_dot and dot4 (1..4 tokens, strided outputs) of every quantized type
+ * and level on raw random weight blocks (all-ones and all-zero quants too)
+ * and saturated activations, bit for bit against the reference vec_dot. */
+static void test_dots_raw(void **state) {
+    (void)state;
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    for (int l = 1; l < nl; l++) { /* which types still run the reference */
+        printf("# %s: reference vec_dot for", kern_level_name(lv[l]));
+        for (size_t ti = 0; ti < N_TYPES; ti++)
+            if (kern_ops_get(lv[l], k_types[ti])->tr.vec_dot ==
+                kern_get_traits_ref(k_types[ti])->vec_dot)
+                printf(" %s", ica_dtype_info(k_types[ti])->name);
+        printf("\n");
+    }
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const uint32_t t = k_types[ti];
+        const int64_t bs = blck(t);
+        if (bs == 1)
+            continue;
+        const struct kern_traits *r = kern_get_traits_ref(t);
+        const struct kern_traits *q = kern_get_traits_ref(r->vec_dot_type);
+        const int64_t nbl[] = {1, 2, 3, 4, 5, 7, 9};
+        for (size_t li = 0; li < sizeof nbl / sizeof nbl[0]; li++) {
+            const int64_t len = nbl[li] * bs;
+            const size_t ars = ica_dtype_row_size(r->vec_dot_type, len);
+            for (int mode = 0; mode < 12; mode++) {
+                g_rng = 70000 + ti * 101 + li * 13 + (uint64_t)mode;
+                void *w = make_raw_weights(t, len, mode % 3);
+                float *x = malloc((size_t)(4 * len) * sizeof *x);
+                uint8_t *ya = malloc(4 * ars + 64);
+                fill_act(x, 4 * len, mode);
+                for (int k = 0; k < 4; k++)
+                    q->from_float(x + k * len, ya + (size_t)k * ars, len);
+                float ref[4];
+                for (int k = 0; k < 4; k++)
+                    r->vec_dot(len, &ref[k], w, ya + (size_t)k * ars);
+                for (int l = 0; l < nl; l++) {
+                    const struct kern_ops *o = kern_ops_get(lv[l], t);
+                    float got = -12345.f;
+                    o->tr.vec_dot(len, &got, w, ya);
+                    if (!same_bits(got, ref[0]))
+                        fail_msg("raw %s len %lld mode %d level %s: %.9g vs ref %.9g",
+                                 ica_dtype_info(t)->name, (long long)len, mode,
+                                 kern_level_name(lv[l]), got, ref[0]);
+                    if (!o->dot4)
+                        continue;
+                    for (int nt = 1; nt <= 4; nt++) {
+                        float out[12];
+                        for (int k = 0; k < 12; k++)
+                            out[k] = -12345.f;
+                        o->dot4(len, w, ya, ars, nt, out, 3);
+                        for (int k = 0; k < 12; k++) {
+                            const int used = k % 3 == 0 && k / 3 < nt;
+                            if (used ? !same_bits(out[k], ref[k / 3]) : out[k] != -12345.f)
+                                fail_msg("raw dot4 %s len %lld mode %d level %s nt %d out %d: "
+                                         "%.9g vs ref %.9g",
+                                         ica_dtype_info(t)->name, (long long)len, mode,
+                                         kern_level_name(lv[l]), nt, k, out[k],
+                                         used ? ref[k / 3] : -12345.f);
+                        }
+                    }
+                }
+                free(w);
+                free(x);
+                free(ya);
+            }
+        }
+    }
+}
+
 /* kern_matmul_level (tiles, dot4/sgemm4, threads) equals kern_matmul_ref. */
 static void test_matmul_levels(void **state) {
     (void)state;
@@ -305,11 +443,14 @@ static void test_matmul_levels(void **state) {
 }
 
 int main(void) {
+    // clang-format off
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_levels),
         cmocka_unit_test(test_quantizers),
         cmocka_unit_test(test_vec_dots),
+        cmocka_unit_test(test_dots_raw),
         cmocka_unit_test(test_matmul_levels),
     };
+    // clang-format on
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
