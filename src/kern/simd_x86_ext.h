@@ -309,6 +309,132 @@ TGT static void SFX(dot4_q2_K)(int64_t n, const void *vx, const void *vy, size_t
         out[t * os] = sumf[t];
 }
 
+/* ----------------------------------------------------------- IQ4_XS */
+
+/* vec_dot_iq4_xs_q8_K (DOT_K_LANES): code-book quants -127..113, 8 scales
+ * (ls - 32) of 32 quants; lanes, FMAs and hsum8 as Q3_K. */
+struct xe_iq4xs {
+    __m256i ax[8], q[8], sc[8];
+};
+
+TGT static inline __m256i xe_iq4_lut(void) {
+    return _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)kern_iq4nl_values));
+}
+
+TGT static inline void xe_iq4xs_unpack(const blk_iq4_xs *b, struct xe_iq4xs *u) {
+    const __m256i lut = xe_iq4_lut();
+    for (int c = 0; c < 8; c++) {
+        const __m256i q = _mm256_shuffle_epi8(lut, q4_bytes(b->qs + 16 * c));
+        u->q[c] = q;
+        u->ax[c] = _mm256_sign_epi8(q, q);
+        const int ls =
+            ((b->scales_l[c / 2] >> (4 * (c % 2))) & 0x0f) | (((b->scales_h >> (2 * c)) & 3) << 4);
+        u->sc[c] = _mm256_set1_epi16((short)(ls - 32));
+    }
+}
+
+TGT static void SFX(dot_iq4_xs)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_iq4_xs *x = vx;
+    const blk_q8_K *y = vy;
+    struct xe_iq4xs u;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        pf((const char *)(x + i) + 128);
+        xe_iq4xs_unpack(&x[i], &u);
+        const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y[i].qs);
+        const float d = y[i].d * h2f(x[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
+    }
+    *s = hsum8(acc);
+}
+
+TGT static void SFX(dot4_iq4_xs)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                                 float *out, int64_t os) {
+    const blk_iq4_xs *x = vx;
+    struct xe_iq4xs u;
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / QKK; i++) {
+        pf(x + i);
+        pf((const char *)(x + i) + 64);
+        pf((const char *)(x + i) + 128);
+        xe_iq4xs_unpack(&x[i], &u);
+        const float dx = h2f(x[i].d);
+        for (int t = 0; t < nt; t++) {
+            const blk_q8_K *y = XE_Y(blk_q8_K, vy, ys, t) + i;
+            const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y->qs);
+            const float d = y->d * dx;
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = hsum8(acc[t]);
+}
+
+/* ----------------------------------------------------------- IQ4_NL */
+
+/* IQ4_NL (repacked like Q4_0 in llama.cpp): per block the exact integer
+ * dot of the code-book values, then acc = fma((float)isum, dx*dy, acc),
+ * one float chain per output. */
+TGT static inline __m256i xe_iq4nl_q(const uint8_t *qs, __m256i lut) {
+    return _mm256_shuffle_epi8(lut, q4_bytes(qs));
+}
+
+TGT static void SFX(dot_iq4_nl)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_iq4_nl *x = vx;
+    const blk_q8_0 *y = vy;
+    const __m256i lut = xe_iq4_lut();
+    const int64_t nb = n / QK32;
+    float acc = 0;
+    int64_t i = 0;
+    for (; i + 4 <= nb; i += 4) {
+        pf(x + i);
+        pf(x + i + 2);
+        __m256i l[4];
+        for (int j = 0; j < 4; j++)
+            l[j] = dot_ss(xe_iq4nl_q(x[i + j].qs, lut), loadu256(y[i + j].qs));
+        float si[4];
+        _mm_storeu_ps(si, _mm_cvtepi32_ps(hsum4_i32(l[0], l[1], l[2], l[3])));
+        for (int j = 0; j < 4; j++)
+            acc = fma1(si[j], h2f(x[i + j].d) * h2f(y[i + j].d), acc);
+    }
+    for (; i < nb; i++) {
+        const int sumi = hsum_i32(dot_ss(xe_iq4nl_q(x[i].qs, lut), loadu256(y[i].qs)));
+        acc = fma1((float)sumi, h2f(x[i].d) * h2f(y[i].d), acc);
+    }
+    *s = acc;
+}
+
+TGT static void SFX(dot4_iq4_nl)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                                 float *out, int64_t os) {
+    const blk_iq4_nl *x = vx;
+    const blk_q8_0 *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = XE_Y(blk_q8_0, vy, ys, t < nt ? t : nt - 1);
+    const __m256i lut = xe_iq4_lut();
+    __m128 acc = _mm_setzero_ps();
+    for (int64_t i = 0; i < n / QK32; i++) {
+        pf(x + i);
+        const __m256i q = xe_iq4nl_q(x[i].qs, lut);
+        const __m256i ax = _mm256_sign_epi8(q, q);
+        const __m256i l0 = dot_ss_abs(ax, q, loadu256(y[0][i].qs));
+        const __m256i l1 = dot_ss_abs(ax, q, loadu256(y[1][i].qs));
+        const __m256i l2 = dot_ss_abs(ax, q, loadu256(y[2][i].qs));
+        const __m256i l3 = dot_ss_abs(ax, q, loadu256(y[3][i].qs));
+        const __m128 si = _mm_cvtepi32_ps(hsum4_i32(l0, l1, l2, l3));
+        const __m128 dy =
+            _mm_setr_ps(h2f(y[0][i].d), h2f(y[1][i].d), h2f(y[2][i].d), h2f(y[3][i].d));
+        const __m128 d = _mm_mul_ps(_mm_set1_ps(h2f(x[i].d)), dy);
+        acc = _mm_fmadd_ps(si, d, acc);
+    }
+    float r[4];
+    _mm_storeu_ps(r, acc);
+    for (int t = 0; t < nt; t++)
+        out[t * os] = r[t];
+}
+
 /* ------------------------------------------------------------- table */
 
 static void SFX(fill_ext)(struct kern_ops *ops) {
@@ -318,4 +444,8 @@ static void SFX(fill_ext)(struct kern_ops *ops) {
     ops[ICA_Q3_K].dot4 = SFX(dot4_q3_K);
     ops[ICA_Q2_K].tr.vec_dot = SFX(dot_q2_K);
     ops[ICA_Q2_K].dot4 = SFX(dot4_q2_K);
+    ops[ICA_IQ4_XS].tr.vec_dot = SFX(dot_iq4_xs);
+    ops[ICA_IQ4_XS].dot4 = SFX(dot4_iq4_xs);
+    ops[ICA_IQ4_NL].tr.vec_dot = SFX(dot_iq4_nl);
+    ops[ICA_IQ4_NL].dot4 = SFX(dot4_iq4_nl);
 }
