@@ -435,6 +435,111 @@ TGT static void SFX(dot4_iq4_nl)(int64_t n, const void *vx, const void *vy, size
         out[t * os] = r[t];
 }
 
+/* ------------------------------------------- Q5_0, Q4_1, Q5_1 (8 lanes) */
+
+/* 0x10 in byte j where bit j of the little-endian 32-bit word at p is set. */
+TGT static inline __m256i xe_bits16(const uint8_t *p) {
+    uint32_t w;
+    memcpy(&w, p, 4);
+    const __m256i shuf = _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2,
+                                          2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+    const __m256i v = _mm256_shuffle_epi8(_mm256_set1_epi32((int)w), shuf);
+    const __m256i bm = _mm256_set1_epi64x(0x8040201008040201LL);
+    return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, bm), bm), _mm256_set1_epi8(0x10));
+}
+
+/* Q5_0 quants -16..15, Q5_1 quants 0..31, element order. */
+TGT static inline __m256i xe_q5_0_q(const blk_q5_0 *b) {
+    return _mm256_sub_epi8(_mm256_or_si256(q4_bytes(b->qs), xe_bits16(b->qh)),
+                           _mm256_set1_epi8(16));
+}
+
+TGT static inline __m256i xe_q5_1_q(const blk_q5_1 *b) {
+    return _mm256_or_si256(q4_bytes(b->qs), xe_bits16(b->qh));
+}
+
+/* Q5_0 (vec_dot_q5_0_q8_0): 8 lanes, acc = fma(dx*dy, lane, acc), hsum8. */
+TGT static void SFX(dot_q5_0)(int64_t n, float *s, const void *vx, const void *vy) {
+    const blk_q5_0 *x = vx;
+    const blk_q8_0 *y = vy;
+    __m256 acc = _mm256_setzero_ps();
+    for (int64_t i = 0; i < n / QK32; i++) {
+        pf(x + i);
+        const __m256i l = dot_ss(xe_q5_0_q(&x[i]), loadu256(y[i].qs));
+        const float d = h2f(x[i].d) * h2f(y[i].d);
+        acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
+    }
+    *s = hsum8(acc);
+}
+
+TGT static void SFX(dot4_q5_0)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    const blk_q5_0 *x = vx;
+    const blk_q8_0 *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = XE_Y(blk_q8_0, vy, ys, t < nt ? t : nt - 1);
+    __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
+                     _mm256_setzero_ps()};
+    for (int64_t i = 0; i < n / QK32; i++) {
+        pf(x + i);
+        const __m256i q = xe_q5_0_q(&x[i]);
+        const __m256i ax = _mm256_sign_epi8(q, q);
+        const float dx = h2f(x[i].d);
+        for (int t = 0; t < 4; t++) {
+            const __m256i l = dot_ss_abs(ax, q, loadu256(y[t][i].qs));
+            const float d = dx * h2f(y[t][i].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = hsum8(acc[t]);
+}
+
+/* Q4_1 / Q5_1 (vec_dot_q4_1_q8_1, vec_dot_q5_1_q8_1): unsigned quants, 8
+ * lanes, acc = fma(dx*dy, lane, acc); summs = fma(m, y.s, summs);
+ * hsum8(acc) + summs. */
+#define XE_DOT_MIN(tn, blk, qfn)                                                                   \
+    TGT static void SFX(dot_##tn)(int64_t n, float *s, const void *vx, const void *vy) {           \
+        const blk *x = vx;                                                                         \
+        const blk_q8_1 *y = vy;                                                                    \
+        __m256 acc = _mm256_setzero_ps();                                                          \
+        float summs = 0;                                                                           \
+        for (int64_t i = 0; i < n / QK32; i++) {                                                   \
+            pf(x + i);                                                                             \
+            summs = fma1(h2f(x[i].m), h2f(y[i].s), summs);                                         \
+            const __m256i l = dot_us_acc(_mm256_setzero_si256(), qfn, loadu256(y[i].qs));          \
+            const float d = h2f(x[i].d) * h2f(y[i].d);                                             \
+            acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);                  \
+        }                                                                                          \
+        *s = hsum8(acc) + summs;                                                                   \
+    }                                                                                              \
+    TGT static void SFX(dot4_##tn)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,   \
+                                   float *out, int64_t os) {                                       \
+        const blk *x = vx;                                                                         \
+        const blk_q8_1 *y[4];                                                                      \
+        for (int t = 0; t < 4; t++)                                                                \
+            y[t] = XE_Y(blk_q8_1, vy, ys, t < nt ? t : nt - 1);                                    \
+        __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),            \
+                         _mm256_setzero_ps()};                                                     \
+        float summs[4] = {0, 0, 0, 0};                                                             \
+        for (int64_t i = 0; i < n / QK32; i++) {                                                   \
+            pf(x + i);                                                                             \
+            const __m256i q = qfn;                                                                 \
+            const float dx = h2f(x[i].d), mx = h2f(x[i].m);                                        \
+            for (int t = 0; t < 4; t++) {                                                          \
+                summs[t] = fma1(mx, h2f(y[t][i].s), summs[t]);                                     \
+                const __m256i l = dot_us_acc(_mm256_setzero_si256(), q, loadu256(y[t][i].qs));     \
+                const float d = dx * h2f(y[t][i].d);                                               \
+                acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);        \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < nt; t++)                                                               \
+            out[t * os] = hsum8(acc[t]) + summs[t];                                                \
+    }
+
+XE_DOT_MIN(q4_1, blk_q4_1, q4_bytes(x[i].qs))
+XE_DOT_MIN(q5_1, blk_q5_1, xe_q5_1_q(&x[i]))
+
 /* ------------------------------------------------------------- table */
 
 static void SFX(fill_ext)(struct kern_ops *ops) {
@@ -448,4 +553,10 @@ static void SFX(fill_ext)(struct kern_ops *ops) {
     ops[ICA_IQ4_XS].dot4 = SFX(dot4_iq4_xs);
     ops[ICA_IQ4_NL].tr.vec_dot = SFX(dot_iq4_nl);
     ops[ICA_IQ4_NL].dot4 = SFX(dot4_iq4_nl);
+    ops[ICA_Q5_0].tr.vec_dot = SFX(dot_q5_0);
+    ops[ICA_Q5_0].dot4 = SFX(dot4_q5_0);
+    ops[ICA_Q4_1].tr.vec_dot = SFX(dot_q4_1);
+    ops[ICA_Q4_1].dot4 = SFX(dot4_q4_1);
+    ops[ICA_Q5_1].tr.vec_dot = SFX(dot_q5_1);
+    ops[ICA_Q5_1].dot4 = SFX(dot4_q5_1);
 }
