@@ -366,6 +366,189 @@ static void test_dots_raw(void **state) {
     }
 }
 
+/* ---- plain types and float quantizers at the edges of the formats ---- */
+
+/* A float with exponent field drawn from [elo, ehi] (0: subnormal), random
+ * sign and mantissa. */
+static float rand_f32_exp(unsigned elo, unsigned ehi) {
+    const uint32_t e = elo + rng_u32() % (ehi - elo + 1);
+    const uint32_t u = ((rng_u32() & 1u) << 31) | (e << 23) | (rng_u32() & 0x7fffffu);
+    float f;
+    memcpy(&f, &u, 4);
+    return f;
+}
+
+/* A value for test_plain_edges: exponent ranges per mode (F16 kept below
+ * its overflow): 0 mixed; 1 and 5 all tiny (BF16 / F32 products and sums
+ * subnormal: FTZ; F16 subnormal halves); 2 tiny or subnormal weights with
+ * huge activations (BF16 DAZ shows), 3 the reverse; 4 normal with some
+ * subnormals. */
+static float edge_value(uint32_t t, int mode, int wside) {
+    const int h = t == ICA_F16;
+    switch (mode) {
+    case 0:
+        switch (rng_u32() % 4) {
+        case 0:
+            return rand_f32_exp(0, 0);
+        case 1:
+            return rand_f32_exp(1, 60);
+        case 2:
+            return h ? rand_f32_exp(100, 114) : rand_f32_exp(1, 3);
+        default:
+            return rand_f32_exp(112, 135);
+        }
+    case 1:
+    case 5:
+        return h ? rand_f32_exp(103, 110) : rand_f32_exp(55, 72);
+    case 2:
+    case 3:
+        if (wside == (mode == 2))
+            return h ? rand_f32_exp(103, 112) : rand_f32_exp(0, 2);
+        return h ? rand_f32_exp(135, 141) : rand_f32_exp(170, 200);
+    default:
+        return rng_u32() % 4 ? rand_f32_exp(112, 135) : rand_f32_exp(0, 0);
+    }
+}
+
+/* F32 / F16 / BF16 rows whose values span subnormals (BF16: flushed by the
+ * reference's DAZ), products that underflow to subnormal sums (FTZ) and
+ * normal values; vec_dot of every level against the reference (the
+ * sgemm order is covered by test_matmul_levels). */
+static void test_plain_edges(void **state) {
+    (void)state;
+    static const uint32_t plain[] = {ICA_F32, ICA_F16, ICA_BF16};
+    const int64_t lens[] = {1, 31, 63, 64, 65, 96, 127, 128, 129, 192, 320, 1000};
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    for (size_t pi = 0; pi < sizeof plain / sizeof plain[0]; pi++) {
+        const uint32_t t = plain[pi];
+        const size_t es = ica_dtype_info(t)->type_size;
+        for (size_t li = 0; li < sizeof lens / sizeof lens[0]; li++) {
+            const int64_t len = lens[li];
+            for (int mode = 0; mode < 6; mode++) {
+                g_rng = 91000 + pi * 977 + li * 31 + (uint64_t)mode;
+                uint8_t *w = malloc((size_t)len * es + 64);
+                uint8_t *a = malloc(4 * (size_t)len * es + 64);
+                assert_non_null(w);
+                assert_non_null(a);
+                for (int64_t i = 0; i < 5 * len; i++) {
+                    float v = edge_value(t, mode, i < len);
+                    if (mode == 5 && rng_u32() % 2)
+                        v = 0.0f * (rng_u32() % 2 ? 1.0f : -1.0f);
+                    uint8_t *dst = i < len ? w + (size_t)i * es : a + (size_t)(i - len) * es;
+                    if (t == ICA_F32) {
+                        memcpy(dst, &v, 4);
+                    } else {
+                        uint16_t h = t == ICA_F16 ? kern_f32_to_f16(v) : kern_f32_to_bf16(v);
+                        if (t == ICA_BF16 && mode >= 3 && rng_u32() % 4 == 0)
+                            h = (uint16_t)(h & 0x807fu); /* bf16 subnormal */
+                        memcpy(dst, &h, 2);
+                    }
+                }
+                const size_t ars = (size_t)len * es;
+                const struct kern_traits *r = kern_get_traits_ref(t);
+                float ref[4];
+                for (int k = 0; k < 4; k++)
+                    r->vec_dot(len, &ref[k], w, a + (size_t)k * ars);
+                for (int l = 0; l < nl; l++) {
+                    const struct kern_ops *o = kern_ops_get(lv[l], t);
+                    for (int k = 0; k < 4; k++) {
+                        float got = -12345.f;
+                        o->tr.vec_dot(len, &got, w, a + (size_t)k * ars);
+                        if (!same_bits(got, ref[k]))
+                            fail_msg("edges %s len %lld mode %d level %s: %.9g vs ref %.9g",
+                                     ica_dtype_info(t)->name, (long long)len, mode,
+                                     kern_level_name(lv[l]), got, ref[k]);
+                    }
+                }
+                free(w);
+                free(a);
+            }
+        }
+    }
+}
+
+/* Activation quantizers on exact rounding ties, the first-of-largest-|x|
+ * sign rule of Q8_K, f16 overflow / subnormal ties and NaN payloads. */
+static void test_quant_edges(void **state) {
+    (void)state;
+    static const uint32_t acts[] = {ICA_Q8_0, ICA_Q8_1, ICA_Q8_K, ICA_F16, ICA_BF16};
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    const int64_t n = 256 * 3;
+    float *x = malloc((size_t)n * sizeof *x);
+    uint8_t *a = malloc(8192), *b = malloc(8192);
+    assert_non_null(x);
+    for (int mode = 0; mode < 8; mode++) {
+        g_rng = 333 + (uint64_t)mode;
+        for (int64_t i = 0; i < n; i++) {
+            const int k = (int)(rng_u32() % 253) - 126; /* -126..126 */
+            x[i] = (float)k + (rng_u32() % 2 ? 0.5f : 0.0f);
+        }
+        /* |x| = 127 first with one sign, later with the other: scale 1 and
+         * exact ties for Q8_0 / Q8_1 / Q8_K */
+        for (int64_t blk = 0; blk < n; blk += 32) {
+            const float sgn = (mode + blk / 32) % 2 ? 1.0f : -1.0f;
+            x[blk + (mode % 5)] = 127.0f * sgn;
+            x[blk + 20] = -127.0f * sgn;
+        }
+        if (mode >= 4) /* the float formats' edges (the Q8 rows differ too) */
+            for (int64_t i = 0; i < n; i++) {
+                uint32_t u;
+                const uint16_t h = (uint16_t)(rng_u32() & 0x7bffu); /* finite half */
+                const float hv = kern_f16_to_f32(h);
+                memcpy(&u, &hv, 4);
+                switch (rng_u32() % 6) {
+                case 0: /* halfway between two halves (normal: f32 bit 12) */
+                    u |= 0x1000u;
+                    break;
+                case 1: /* halfway between two subnormal halves */
+                    u = 0;
+                    {
+                        const float f = ((float)(rng_u32() % 1024) + 0.5f) * 0x1p-24f;
+                        memcpy(&u, &f, 4);
+                    }
+                    break;
+                case 2: /* halfway between two bf16 */
+                    u = (u & 0xffff0000u) | 0x8000u;
+                    break;
+                case 3: { /* around the f16 overflow */
+                    const float f = 65504.0f + (float)(rng_u32() % 64);
+                    memcpy(&u, &f, 4);
+                    break;
+                }
+                default:
+                    break;
+                }
+                u |= (rng_u32() & 1u) << 31;
+                memcpy(&x[i], &u, 4);
+            }
+        for (size_t k = 0; k < sizeof acts / sizeof acts[0]; k++) {
+            const uint32_t t = acts[k];
+            const int fl = t == ICA_F16 || t == ICA_BF16;
+            const int64_t len = fl ? n - 5 : n;
+            if (fl && mode == 7) { /* NaNs with payloads, quiet and signalling */
+                static const uint32_t nans[] = {0x7fc00000u, 0xffc12345u, 0x7f812345u, 0xff800001u,
+                                                0x7fffffffu};
+                for (int j = 0; j < 5; j++)
+                    memcpy(&x[3 + 17 * j], &nans[j], 4);
+            }
+            const size_t rs = ica_dtype_row_size(t, len);
+            kern_get_traits_ref(t)->from_float(x, a, len);
+            for (int l = 0; l < nl; l++) {
+                memset(b, 0xa5, rs);
+                kern_ops_get(lv[l], t)->tr.from_float(x, b, len);
+                if (memcmp(a, b, rs) != 0)
+                    fail_msg("quantizer edges %s level %s mode %d differs", ica_dtype_info(t)->name,
+                             kern_level_name(lv[l]), mode);
+            }
+        }
+    }
+    free(x);
+    free(a);
+    free(b);
+}
+
 /* kern_matmul_level (tiles, dot4/sgemm4, threads) equals kern_matmul_ref. */
 static void test_matmul_levels(void **state) {
     (void)state;
@@ -449,6 +632,8 @@ int main(void) {
         cmocka_unit_test(test_quantizers),
         cmocka_unit_test(test_vec_dots),
         cmocka_unit_test(test_dots_raw),
+        cmocka_unit_test(test_plain_edges),
+        cmocka_unit_test(test_quant_edges),
         cmocka_unit_test(test_matmul_levels),
     };
     // clang-format on
