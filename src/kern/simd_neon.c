@@ -805,6 +805,63 @@ static void dot_bf16_neon(int64_t n, float *s, const void *vx, const void *vy) {
     *s = (float)sumf;
 }
 
+/* llamafile sgemm order (several tokens, n % 16 == 0, BF16 n % 32 == 0):
+ * one 16-lane accumulator per output, reduce16. */
+static void sgemm4_f32_neon(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                            float *out, int64_t os) {
+    const float *x = vx;
+    const float *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = (const float *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);
+    float32x4_t acc[4][4];
+    for (int t = 0; t < 4; t++)
+        for (int q = 0; q < 4; q++)
+            acc[t][q] = vdupq_n_f32(0);
+    for (int64_t i = 0; i < n; i += 16)
+        for (int q = 0; q < 4; q++) {
+            const float32x4_t xv = vld1q_f32(x + i + 4 * q);
+            for (int t = 0; t < 4; t++)
+                acc[t][q] = vfmaq_f32(acc[t][q], xv, vld1q_f32(y[t] + i + 4 * q));
+        }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = reduce16(acc[t]);
+}
+
+static void sgemm4_f16_neon(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                            float *out, int64_t os) {
+    const uint16_t *x = vx;
+    const uint16_t *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = (const uint16_t *)((const char *)vy + (size_t)(t < nt ? t : nt - 1) * ys);
+    float32x4_t acc[4][4];
+    for (int t = 0; t < 4; t++)
+        for (int q = 0; q < 4; q++)
+            acc[t][q] = vdupq_n_f32(0);
+    for (int64_t i = 0; i < n; i += 16)
+        for (int q = 0; q < 4; q++) {
+            const float32x4_t xv = ld4_f16(x + i + 4 * q);
+            for (int t = 0; t < 4; t++)
+                acc[t][q] = vfmaq_f32(acc[t][q], xv, ld4_f16(y[t] + i + 4 * q));
+        }
+    for (int t = 0; t < nt; t++)
+        out[t * os] = reduce16(acc[t]);
+}
+
+static void sgemm4_bf16_neon(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                             float *out, int64_t os) {
+    const uint16_t *x = vx;
+    float32x4_t acc[4][4];
+    for (int t = 0; t < 4; t++)
+        for (int q = 0; q < 4; q++)
+            acc[t][q] = vdupq_n_f32(0);
+    for (int t = 0; t < nt; t++) {
+        const uint16_t *y = (const uint16_t *)((const char *)vy + (size_t)t * ys);
+        for (int64_t i = 0; i < n; i += 32)
+            dpbf16(acc[t], x + i, y + i);
+        out[t * os] = reduce16(acc[t]);
+    }
+}
+
 /* ------------------------------------------------------------- table */
 
 void kern_fill_neon(struct kern_ops *ops) {
@@ -817,6 +874,9 @@ void kern_fill_neon(struct kern_ops *ops) {
     ops[ICA_F32].tr.vec_dot = dot_f32_neon;
     ops[ICA_F16].tr.vec_dot = dot_f16_neon;
     ops[ICA_BF16].tr.vec_dot = dot_bf16_neon;
+    ops[ICA_F32].sgemm4 = sgemm4_f32_neon;
+    ops[ICA_F16].sgemm4 = sgemm4_f16_neon;
+    ops[ICA_BF16].sgemm4 = sgemm4_bf16_neon;
     ops[ICA_Q8_0].tr.vec_dot = dot_q8_0_neon;
     ops[ICA_Q8_0].dot4 = dot4_q8_0_neon;
     ops[ICA_Q4_0].tr.vec_dot = dot_q4_0_neon;
