@@ -94,4 +94,22 @@ struct pool;
 ICA_API void kern_matmul(struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
                          int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch);
 
+/* Weight repacking (llama.cpp's CPU_REPACK idea): at this CPU's SIMD level
+ * some types (Q4_0, Q4_K on x86) have a layout of their own, tiles of 8 or
+ * 16 interleaved rows with the same bytes per weight, that products read
+ * without per-call unpacking, for one token as for a prompt. Results are
+ * unchanged (bit-identical to kern_matmul).
+ *
+ * kern_repack_size: bytes of the repacked copy of a n_rows x n_cols matrix,
+ * 0 when the type has no repacked layout at this level (then pass rp = NULL).
+ * Only whole tiles are repacked; the last n_rows % tile rows are read from w.
+ * kern_repack writes it to dst (64-byte aligned). kern_matmul_rp is
+ * kern_matmul reading the repacked rows from rp (NULL: kern_matmul); w must
+ * stay readable for the rows outside the tiles. */
+ICA_API size_t kern_repack_size(uint32_t wtype, int64_t n_rows, int64_t n_cols);
+ICA_API void kern_repack(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols, void *dst);
+ICA_API void kern_matmul_rp(struct pool *pool, uint32_t wtype, const void *w, const void *rp,
+                            int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y,
+                            void *scratch);
+
 #endif

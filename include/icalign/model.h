@@ -51,6 +51,12 @@ ICA_API void model_free(struct model *m);
 ICA_API const struct model_hparams *model_get_hparams(const struct model *m);
 /* The underlying file (tokenizer metadata lives there). Valid until model_free. */
 ICA_API const struct gguf_file *model_gguf(const struct model *m);
+/* Bytes of the weights repacked at load for this CPU's kernels (kern_repack; 0 when none,
+ * e.g. with ICALIGN_REPACK=0). The mapped pages of a repacked matrix are given back to the
+ * kernel after repacking; model_release_repacked gives them back again after something read
+ * the whole file (hashing). */
+ICA_API size_t model_repacked_bytes(const struct model *m);
+ICA_API void model_release_repacked(const struct model *m);
 
 struct model_ctx_params {
     uint32_t n_ctx;    /* positions in the KV cache; 0 = the model's training context */

@@ -100,10 +100,14 @@ int cmd_info(int argc, char **argv) {
             printf("]\n");
         }
     }
+    const size_t rp = model_repacked_bytes(m);
+    if (rp)
+        printf("repacked:      %.2f MiB of matrices copied into this CPU's tile layout at load\n",
+               rp / 1048576.0);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)
-        printf("max RSS:       %.1f MiB after load (weights are memory-mapped, not read)\n",
-               (double)ru.ru_maxrss / 1024.0);
+        printf("max RSS:       %.1f MiB after load (weights are memory-mapped%s)\n",
+               (double)ru.ru_maxrss / 1024.0, rp ? "; repacked ones read once" : ", not read");
     model_free(m);
     return 0;
 }

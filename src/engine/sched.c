@@ -307,6 +307,7 @@ static void ensure_hash(struct engine *e) {
     }
     XXH128_hash_t h = XXH3_128bits_digest(st);
     XXH3_freeState(st);
+    model_release_repacked(e->m); /* the hash read the repacked matrices' pages again */
     XXH128_canonical_t c;
     XXH128_canonicalFromHash(&c, h);
     memcpy(e->model_hash, c.digest, sizeof e->model_hash);

@@ -106,7 +106,10 @@ struct mm_task {
     const struct kern_ops *ops;
     uint32_t wtype;
     const char *w;
-    size_t wrs; /* weight row bytes */
+    size_t wrs;     /* weight row bytes */
+    const char *rp; /* repacked tiles of rows [0, rp_end), or NULL */
+    size_t rp_tile; /* bytes per tile */
+    int64_t rp_end;
     int64_t n_rows, n_cols, n_tok;
     const float *x;
     float *y;
@@ -143,6 +146,10 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
         const char *a = m->act + (size_t)t0 * m->ars;
         float *out = m->y + t0 * m->n_rows;
         int64_t r = r0;
+        if (m->rp && r % o->rp_rows == 0)
+            for (; r + o->rp_rows <= r1 && r + o->rp_rows <= m->rp_end; r += o->rp_rows)
+                o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile, a, m->ars, 1,
+                           &out[r], m->n_rows);
         if (o->tile4)
             for (; r + 4 <= r1; r += 4)
                 o->tile4(m->n_cols, m->w + (size_t)r * m->wrs, m->wrs, a, m->ars, 1, &out[r],
@@ -159,6 +166,11 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
     for (int64_t tb0 = t0; tb0 < t1; tb0 += tb) {
         const int64_t tb1 = tb0 + tb < t1 ? tb0 + tb : t1;
         int64_t r = r0;
+        if (m->rp && r % o->rp_rows == 0)
+            for (; r + o->rp_rows <= r1 && r + o->rp_rows <= m->rp_end; r += o->rp_rows)
+                o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile,
+                           m->act + (size_t)tb0 * m->ars, m->ars, tb1 - tb0,
+                           &m->y[tb0 * m->n_rows + r], m->n_rows);
         if (o->gemm8 && !m->sg && tb1 - tb0 >= MM_PACK_MIN_TOKENS &&
             o->pack_bytes(m->n_cols) <= sizeof pack && m->n_cols <= 32 * 512)
             for (; r + o->pack_rows <= r1; r += o->pack_rows) {
@@ -224,8 +236,41 @@ static void dot_task(void *vctx, int ith, int nth) {
     }
 }
 
+size_t kern_repack_size_level(int level, uint32_t wtype, int64_t n_rows, int64_t n_cols) {
+    const struct kern_ops *o = kern_ops_get(level, wtype);
+    const struct ica_dtype_info *di = ica_dtype_info(wtype);
+    if (!o || !o->rp_pack || !di || n_cols <= 0 || n_cols % di->blck != 0 || n_rows < o->rp_rows)
+        return 0;
+    return (size_t)(n_rows / o->rp_rows) * o->rp_bytes(n_cols);
+}
+
+void kern_repack_level(int level, uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
+                       void *dst) {
+    if (!kern_repack_size_level(level, wtype, n_rows, n_cols))
+        return;
+    const struct kern_ops *o = kern_ops_get(level, wtype);
+    const size_t wrs = ica_dtype_row_size(wtype, n_cols), tile = o->rp_bytes(n_cols);
+    for (int64_t i = 0; i < n_rows / o->rp_rows; i++)
+        o->rp_pack(n_cols, (const char *)w + (size_t)(i * o->rp_rows) * wrs, wrs,
+                   (char *)dst + (size_t)i * tile);
+}
+
+size_t kern_repack_size(uint32_t wtype, int64_t n_rows, int64_t n_cols) {
+    return kern_repack_size_level(kern_level_current(), wtype, n_rows, n_cols);
+}
+
+void kern_repack(uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols, void *dst) {
+    kern_repack_level(kern_level_current(), wtype, w, n_rows, n_cols, dst);
+}
+
 void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
                        int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch) {
+    kern_matmul_rp_level(level, pool, wtype, w, NULL, n_rows, n_cols, x, n_tok, y, scratch);
+}
+
+void kern_matmul_rp_level(int level, struct pool *pool, uint32_t wtype, const void *w,
+                          const void *rp, int64_t n_rows, int64_t n_cols, const float *x,
+                          int64_t n_tok, float *y, void *scratch) {
     const struct kern_ops *o = kern_ops_get(level, wtype);
     if (!o || !o->tr.vec_dot || n_rows <= 0 || n_tok <= 0)
         return;
@@ -234,6 +279,11 @@ void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void 
     m.wtype = wtype;
     m.w = w;
     m.wrs = ica_dtype_row_size(wtype, n_cols);
+    if (rp && kern_repack_size_level(level, wtype, n_rows, n_cols)) {
+        m.rp = rp;
+        m.rp_tile = o->rp_bytes(n_cols);
+        m.rp_end = n_rows / o->rp_rows * o->rp_rows;
+    }
     m.n_rows = n_rows;
     m.n_cols = n_cols;
     m.n_tok = n_tok;
@@ -276,4 +326,11 @@ void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void 
 void kern_matmul(struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
                  const float *x, int64_t n_tok, float *y, void *scratch) {
     kern_matmul_level(kern_level_current(), pool, wtype, w, n_rows, n_cols, x, n_tok, y, scratch);
+}
+
+void kern_matmul_rp(struct pool *pool, uint32_t wtype, const void *w, const void *rp,
+                    int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y,
+                    void *scratch) {
+    kern_matmul_rp_level(kern_level_current(), pool, wtype, w, rp, n_rows, n_cols, x, n_tok, y,
+                         scratch);
 }

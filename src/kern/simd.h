@@ -54,6 +54,16 @@ struct kern_ops {
     kern_pack_bytes_fn pack_bytes;
     int pack_rows;       /* rows per packed tile (8 or 16) */
     kern_dot4_fn sgemm4; /* F32/F16/BF16: llamafile sgemm order (n_tok > 1), NULL: scalar */
+    /* Weights repacked once (kern_repack, at model load): tiles of rp_rows
+     * rows with row r in int32 lane r and the quants still packed (the same
+     * bytes per weight as the source), rp_bytes(n) bytes a tile. rp_pack
+     * writes one tile from rp_rows source rows; rp_gemm computes
+     * out[t * ostride + r] for r < rp_rows, t < nt (nt >= 1) from a tile,
+     * bit-identical to vec_dot. NULL: no repacked layout at this level. */
+    kern_pack8_fn rp_pack;
+    kern_gemm8_fn rp_gemm;
+    kern_pack_bytes_fn rp_bytes;
+    int rp_rows;
 };
 
 /* The level in use: the best this CPU runs, lowered by ICALIGN_SIMD
@@ -72,6 +82,15 @@ const struct kern_traits *kern_get_traits_simd(uint32_t t);
 /* y = w x like kern_matmul, at an explicit level (tests). */
 void kern_matmul_level(int level, struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows,
                        int64_t n_cols, const float *x, int64_t n_tok, float *y, void *scratch);
+
+/* Repacking and products over repacked weights at an explicit level (tests):
+ * kern_repack_size / kern_repack / kern_matmul_rp take kern_level_current(). */
+size_t kern_repack_size_level(int level, uint32_t wtype, int64_t n_rows, int64_t n_cols);
+void kern_repack_level(int level, uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,
+                       void *dst);
+void kern_matmul_rp_level(int level, struct pool *pool, uint32_t wtype, const void *w,
+                          const void *rp, int64_t n_rows, int64_t n_cols, const float *x,
+                          int64_t n_tok, float *y, void *scratch);
 
 /* x86: whether the CPU has AVX512-BF16 (VDPBF16PS). */
 int kern_x86_has_bf16(void);

@@ -968,6 +968,7 @@ TGT static void SFX(sgemm4_bf16)(int64_t n, const void *vx, const void *vy, size
 #endif
 
 #include "simd_x86_ext.h"
+#include "simd_x86_rp.h"
 
 /* ------------------------------------------------------------- table */
 
@@ -1012,4 +1013,5 @@ static void SFX(fill)(struct kern_ops *ops) {
     ops[ICA_Q6_K].tr.vec_dot = SFX(dot_q6_K);
     ops[ICA_Q6_K].dot4 = SFX(dot4_q6_K);
     SFX(fill_ext)(ops);
+    SFX(fill_rp)(ops);
 }

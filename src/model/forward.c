@@ -248,7 +248,7 @@ static void rms_norm(float *y, const float *x, const float *w, int64_t n, float 
 
 static void matmul(struct model_ctx *c, const struct model_weight *w, int64_t n_rows,
                    int64_t n_cols, const float *x, int64_t n_tok, float *y) {
-    kern_matmul(c->pool, w->type, w->data, n_rows, n_cols, x, n_tok, y, c->mm_scratch);
+    kern_matmul_rp(c->pool, w->type, w->data, w->rp, n_rows, n_cols, x, n_tok, y, c->mm_scratch);
 }
 
 static void add_bias(float *y, const struct model_weight *b, int64_t n_rows, int64_t n_tok) {
@@ -424,7 +424,7 @@ static void matmul_rows(struct model_ctx *c, const struct model_weight *w, int64
                         int64_t n_cols, const float *x, uint32_t rows, const uint8_t *order,
                         float *y) {
     if (!kern_matmul_orders_differ(w->type, n_rows, n_cols)) {
-        kern_matmul(c->pool, w->type, w->data, n_rows, n_cols, x, rows, y, c->mm_scratch);
+        kern_matmul_rp(c->pool, w->type, w->data, w->rp, n_rows, n_cols, x, rows, y, c->mm_scratch);
         return;
     }
     for (uint32_t r0 = 0; r0 < rows;) {

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 
 /* Reads "<arch>.<suffix>" as u32; missing keys keep *out (the default). */
 static int get_arch_u32(const struct model *m, const char *suffix, uint32_t *out, bool required,
@@ -241,6 +243,87 @@ static int load_weights(struct model *m, struct ica_error *err) {
     return ICA_OK;
 }
 
+/* The mapped pages wholly inside the repacked rows of w: MADV_DONTNEED on a
+ * private read-only file mapping drops them from this process; a later read
+ * (the rows after the last whole tile, a hash of the file) refaults them
+ * from the page cache. */
+static void release_source(const struct model_weight *w) {
+    if (!w->rp)
+        return;
+    const uintptr_t ps = (uintptr_t)sysconf(_SC_PAGESIZE);
+    const uintptr_t a = ((uintptr_t)w->data + ps - 1) & ~(ps - 1);
+    const uintptr_t b = ((uintptr_t)w->data + w->t->nbytes) & ~(ps - 1);
+    if (b > a)
+        (void)madvise((void *)a, b - a, MADV_DONTNEED);
+}
+
+static void for_each_matrix(struct model *m,
+                            void (*fn)(struct model *, struct model_weight *, void *), void *ud) {
+    fn(m, &m->output, ud);
+    for (uint32_t il = 0; m->layers && il < m->hp.n_layer; il++) {
+        struct model_layer *L = &m->layers[il];
+        struct model_weight *ws[] = {&L->wq,       &L->wk,     &L->wv,      &L->wo,
+                                     &L->ffn_gate, &L->ffn_up, &L->ffn_down};
+        for (size_t i = 0; i < sizeof ws / sizeof ws[0]; i++)
+            fn(m, ws[i], ud);
+    }
+}
+
+static void repack_one(struct model *m, struct model_weight *w, void *ud) {
+    int *failed = ud;
+    if (*failed || !w->t || w->t->n_dims != 2)
+        return;
+    const size_t n = kern_repack_size(w->type, w->t->ne[1], w->t->ne[0]);
+    if (!n)
+        return;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n) != 0) {
+        *failed = 1;
+        return;
+    }
+    kern_repack(w->type, w->data, w->t->ne[1], w->t->ne[0], p);
+    w->rp = p;
+    m->rp_bytes += n;
+}
+
+static void free_one(struct model *m, struct model_weight *w, void *ud) {
+    (void)m;
+    (void)ud;
+    free(w->rp);
+    w->rp = NULL;
+}
+
+static void release_one(struct model *m, struct model_weight *w, void *ud) {
+    (void)m;
+    (void)ud;
+    release_source(w);
+}
+
+/* Repacks every matrix that has a repacked layout at this CPU's level
+ * (ICALIGN_REPACK=0 turns it off), then gives the mapped pages back. */
+static int repack_weights(struct model *m, struct ica_error *err) {
+    const char *env = getenv("ICALIGN_REPACK");
+    if (env && strcmp(env, "0") == 0)
+        return ICA_OK;
+    int failed = 0;
+    for_each_matrix(m, repack_one, &failed);
+    if (failed) {
+        for_each_matrix(m, free_one, NULL);
+        m->rp_bytes = 0;
+        return ica_seterr(err, ICA_ERR_NOMEM, "%s: out of memory repacking the weights", m->path);
+    }
+    for_each_matrix(m, release_one, NULL);
+    return ICA_OK;
+}
+
+size_t model_repacked_bytes(const struct model *m) {
+    return m->rp_bytes;
+}
+
+void model_release_repacked(const struct model *m) {
+    for_each_matrix((struct model *)m, release_one, NULL);
+}
+
 int model_load(const char *path, struct model **out, struct ica_error *err) {
     *out = NULL;
     struct model *m = calloc(1, sizeof *m);
@@ -258,6 +341,8 @@ int model_load(const char *path, struct model **out, struct ica_error *err) {
         rc = load_hparams(m, err);
     if (rc == ICA_OK)
         rc = load_weights(m, err);
+    if (rc == ICA_OK)
+        rc = repack_weights(m, err);
     if (rc != ICA_OK) {
         model_free(m);
         return rc;
@@ -269,6 +354,7 @@ int model_load(const char *path, struct model **out, struct ica_error *err) {
 void model_free(struct model *m) {
     if (!m)
         return;
+    for_each_matrix(m, free_one, NULL);
     gguf_close(m->gguf);
     free(m->layers);
     free(m->path);

@@ -15,6 +15,7 @@ struct model_weight {
     const void *data;
     size_t row_size;
     const struct kern_traits *traits;
+    void *rp; /* repacked copy (kern_repack), owned; NULL when none */
 };
 
 struct model_layer {
@@ -39,6 +40,7 @@ struct model {
     struct model_weight output;      /* [n_embd, n_vocab] (= tok_embd when tied) */
     struct model_weight rope_freqs;  /* optional [n_rot/2] */
     struct model_layer *layers;
+    size_t rp_bytes; /* bytes of all repacked copies */
 };
 
 #endif
