@@ -441,9 +441,19 @@ static bool after_logits(struct engine *e, struct eng_seq *s, float *row, struct
         return true;
     }
     sampler_accept(s->smp, id);
-    if (!s->res.ids && !(s->res.ids = malloc((s->gp.max_tokens + 1) * sizeof *s->res.ids))) {
-        ica_seterr(fail, ICA_ERR_NOMEM, "out of memory");
-        return true;
+    if (!s->res.ids) {
+        /* the whole output's ids, and room for its text at 16 bytes a token
+         * (longer pieces grow it), taken once at the first token */
+        s->res.ids = malloc((s->gp.max_tokens + 1) * sizeof *s->res.ids);
+        const size_t want = (size_t)s->gp.max_tokens * 16 + 256;
+        char *t = s->res.ids ? realloc(s->res.text, want) : NULL;
+        if (!t) {
+            ica_seterr(fail, ICA_ERR_NOMEM, "out of memory");
+            return true;
+        }
+        s->res.text = t;
+        if (s->text_cap < want)
+            s->text_cap = want;
     }
     s->res.ids[s->res.n_ids++] = id;
     s->toks[s->n_toks++] = id;

@@ -3,6 +3,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 /* ==== Config ==== */
 
@@ -34,6 +35,37 @@ size_t kv_block_bytes(const struct kv_config *cfg) {
                         (size_t)cfg->head_dim + (size_t)cfg->head_dim_v); /* K + V elements */
     size_t n = mul_ok(mul_ok(mul_ok((size_t)cfg->n_layer, bt), row), elem_size(cfg->elem_type));
     return n;
+}
+
+/* With a budget, every block the cache may ever hold is reserved up front
+ * (block records, tables and the data as one address range, mapped without
+ * reserving memory: pages count only once written), so that taking a block
+ * while decoding never calls the allocator. */
+static int arena_new(struct kv_cache *c) {
+    const size_t n = c->blocks_max, sz = (c->block_bytes + 63) / 64 * 64;
+    if (n > SIZE_MAX / sz)
+        return ICA_ERR_NOMEM;
+    c->arena_bytes = n * sz;
+    void *mem = mmap(NULL, c->arena_bytes, PROT_READ | PROT_WRITE,
+                     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    c->arena_rec = calloc(n, sizeof *c->arena_rec);
+    c->blocks = malloc(n * sizeof *c->blocks);
+    c->freel = malloc(n * sizeof *c->freel);
+    if (mem == MAP_FAILED || !c->arena_rec || !c->blocks || !c->freel) {
+        if (mem != MAP_FAILED)
+            munmap(mem, c->arena_bytes);
+        free(c->arena_rec);
+        free(c->blocks);
+        free(c->freel);
+        c->arena_rec = NULL;
+        c->blocks = c->freel = NULL;
+        return ICA_ERR_NOMEM;
+    }
+    c->arena = mem;
+    c->cap_blocks = n;
+    for (size_t i = 0; i < n; i++)
+        c->arena_rec[i].data = (uint8_t *)mem + i * sz;
+    return ICA_OK;
 }
 
 int kv_cache_new(const struct kv_config *cfg, struct kv_cache **out, struct ica_error *err) {
@@ -74,6 +106,13 @@ int kv_cache_new(const struct kv_config *cfg, struct kv_cache **out, struct ica_
     c->block_bytes = bb;
     c->v_off = (size_t)cfg->n_layer * c->B * c->kdim * c->esz;
     c->blocks_max = cfg->mem_budget ? cfg->mem_budget / bb : 0;
+    if (c->blocks_max && arena_new(c) != ICA_OK) {
+        const size_t n = c->blocks_max;
+        free(c);
+        return ica_seterr(err, ICA_ERR_NOMEM,
+                          "kv cache: cannot reserve %zu blocks of %zu bytes (KV memory budget)", n,
+                          bb);
+    }
     *out = c;
     return ICA_OK;
 }
@@ -184,6 +223,15 @@ static int block_alloc(struct kv_cache *c, struct kv_block **out, struct ica_err
                               blocks_held_by_seqs(c), c->blocks_max, c->block_bytes,
                               c->cfg.mem_budget);
     }
+    if (c->arena) {
+        struct kv_block *b = &c->arena_rec[c->n_blocks];
+        b->refs = 1;
+        b->tree_refs = 0;
+        b->fill = 0;
+        c->blocks[c->n_blocks++] = b;
+        *out = b;
+        return ICA_OK;
+    }
     if (c->n_blocks == c->cap_blocks) {
         size_t cap = c->cap_blocks ? c->cap_blocks * 2 : 64;
         struct kv_block **nb = realloc(c->blocks, cap * sizeof *nb);
@@ -226,9 +274,14 @@ void kv_cache_free(struct kv_cache *c) {
     for (size_t i = 0; i < c->root.n_child; i++)
         node_free_rec(c->root.child[i]);
     free(c->root.child);
-    for (size_t i = 0; i < c->n_blocks; i++) {
-        free(c->blocks[i]->data);
-        free(c->blocks[i]);
+    if (c->arena) {
+        munmap(c->arena, c->arena_bytes);
+        free(c->arena_rec);
+    } else {
+        for (size_t i = 0; i < c->n_blocks; i++) {
+            free(c->blocks[i]->data);
+            free(c->blocks[i]);
+        }
     }
     free(c->blocks);
     free(c->freel);
@@ -425,7 +478,8 @@ fail:
 static int seq_grow_tab(struct kv_seq *s, size_t n) {
     if (n <= s->cap_tab)
         return ICA_OK;
-    size_t cap = s->cap_tab ? s->cap_tab : 16;
+    /* with a budget, room for the most blocks a sequence can hold, once */
+    size_t cap = s->cap_tab ? s->cap_tab : s->c->blocks_max ? s->c->blocks_max : 16;
     while (cap < n)
         cap *= 2;
     struct kv_block **t = realloc(s->tab, cap * sizeof *t);

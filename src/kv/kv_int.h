@@ -33,7 +33,10 @@ struct kv_cache {
     size_t esz, kdim, vdim;    /* element bytes, K and V row elements */
     size_t block_bytes, v_off; /* V part starts at v_off within a block */
     size_t blocks_max;         /* 0 = unlimited */
-    struct kv_block **blocks;  /* every allocated block */
+    uint8_t *arena;            /* with a budget: every block's data, reserved at creation */
+    size_t arena_bytes;
+    struct kv_block *arena_rec; /* their records */
+    struct kv_block **blocks;   /* every allocated block */
     size_t n_blocks, cap_blocks;
     struct kv_block **freel; /* unreferenced blocks, capacity cap_blocks */
     size_t n_free;
