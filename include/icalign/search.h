@@ -33,11 +33,13 @@
 /* ==== Validation questions ==== */
 
 struct search_question {
-    char *id;        /* question id as given ("81") */
-    char *text;      /* the (first-turn) question */
-    char *category;  /* "" when unknown */
-    char *reference; /* first-turn reference answer or NULL */
-    char key[17];    /* first 16 hex digits of sha256(text): the cache's item id */
+    char *id;         /* question id as given ("81") */
+    char *text;       /* the (first-turn) question */
+    char *category;   /* "" when unknown */
+    char *reference;  /* first-turn reference answer or NULL (AlpacaEval: the reference output) */
+    char *text2;      /* second turn (MT-Bench turns[1]) or NULL */
+    char *reference2; /* second-turn reference answer or NULL */
+    char key[17];     /* first 16 hex digits of sha256(text): the cache's item id */
 };
 
 struct search_questions {
@@ -48,10 +50,17 @@ struct search_questions {
 
 /* Loads questions from a JSONL file: one object per line with the text in "turns"[0] (MT-Bench)
  * or "instruction" / "question" / "query", the id in "question_id" or "id" (default the line
- * number), and an optional "category". refs (may be NULL) is an MT-Bench reference answer file
- * (question_id + choices[0].turns[0]). limit 0 = all. */
+ * number), and an optional "category"; "turns"[1], when present, is the second turn. refs (may
+ * be NULL) is an MT-Bench reference answer file (question_id + choices[0].turns[0] and [1]).
+ * limit 0 = all. */
 ICA_API int search_questions_load(const char *path, const char *refs, size_t limit,
                                   struct search_questions **out, struct ica_error *e) ICA_WUR;
+/* Loads the AlpacaEval 2.0 instructions from the reference outputs file (a JSON list of
+ * {"instruction", "output", "dataset"}, e.g. alpaca_eval_gpt4_baseline.json): text =
+ * instruction, reference = output, category = dataset, id = 0-based position. limit 0 = all. */
+ICA_API int search_questions_load_alpaca(const char *path, size_t limit,
+                                         struct search_questions **out,
+                                         struct ica_error *e) ICA_WUR;
 ICA_API void search_questions_free(struct search_questions *q);
 
 /* ==== Evaluator ==== */
@@ -73,6 +82,12 @@ struct search_judge {
     bool per_category; /* false: "single-v1" for every question; true: FastChat's choice by
                           category (math prompts with the reference answer when one is given) */
     uint32_t max_tokens;
+    /* Non-NULL: an AlpacaEval 2.0 annotator instead (weighted_alpaca_eval_gpt4_turbo, this
+     * alpaca_eval_clf.txt template): each answer is compared with the question's reference
+     * output (order switched as alpaca_eval does, 1 token, first-token top-5 logprobs) and its
+     * rating is the preference, 1 = reference preferred ... 2 = answer preferred (stored in the
+     * judgments' preference column). Identical outputs are 1.5 without a request. */
+    const char *ae_template;
 };
 
 /* Work counters (cumulative over the evaluator's life). */
@@ -102,6 +117,15 @@ ICA_API const struct search_stats *search_env_stats(const struct search_env *env
  * work is computed (one backend_run for the answers, one for the judgments) and stored. */
 ICA_API int search_eval(struct search_env *env, struct align_set *const *sets, size_t n_sets,
                         size_t n_q, double *scores, struct ica_error *e) ICA_WUR;
+
+/* search_eval for one MT-Bench turn (1 or 2) that also returns, when lens is not NULL, the
+ * length in code points of each answer (0 when none). Turn 2 answers the question's second turn
+ * after its first turn and the model's own cleaned turn-1 answer with the same set (as icalign
+ * answer does; turn 1 must have been evaluated first: pairs without a stored turn-1 answer or
+ * without a second turn are NaN) and judges it with the multi-turn prompt. */
+ICA_API int search_eval_turn(struct search_env *env, struct align_set *const *sets, size_t n_sets,
+                             size_t n_q, int turn, double *scores, size_t *lens,
+                             struct ica_error *e) ICA_WUR;
 
 /* Mean of the non-NaN values of x[0..n) (NaN when none); *n_valid (may be NULL) counts them. */
 ICA_API double search_mean(const double *x, size_t n, size_t *n_valid);

@@ -164,12 +164,14 @@ int cmd_ablate(int argc, char **argv) {
     if ((ret = xp_open(&x)))
         goto out;
     char title[128];
-    snprintf(title, sizeof title, "QA-matching ablation (%zu validation questions)", x.qs->n);
+    snprintf(title, sizeof title, "QA-matching ablation (%.60s, %zu questions)", x.val_name,
+             x.qs->n);
     ret = xp_eval_table(&x, title, "variant", vars, sets, nv, "ablate.csv");
     if (!ret) {
         struct report_buf md = {0};
         ret = rcli_table("ablate", x.out, "ablate.csv", "ablate.svg", RCLI_BARS, title, "variant",
-                         "variant", &md);
+                         "variant", xp_score_name(&x), xp_score_label(&x), &md);
+        xp_costs_md(&x, &md, 0, 0);
         if (!ret)
             ret = rcli_write("ablate", x.out, "report.md", &md);
         report_buf_free(&md);

@@ -76,7 +76,7 @@ static void csv_str(FILE *fp, const char *s) {
 /* RUN_DIR/report.md (one row per step) and RUN_DIR/search.svg (score of the set after each
  * step, step 0 = the base set). */
 static int write_report(const struct xp *x, const struct search_result *R,
-                        const struct align_set *pool) {
+                        const struct align_set *pool, uint64_t full) {
     size_t n = R->n_steps + 1;
     struct report_point *pts = calloc(n, sizeof *pts);
     const char **cells = calloc(4 * n, sizeof *cells);
@@ -114,6 +114,7 @@ static int write_report(const struct xp *x, const struct search_result *R,
     }
     report_buf_puts(&md, "\n![search](search.svg)\n\nEvery candidate: [search.csv](search.csv); "
                          "chosen set: [chosen.txt](chosen.txt)\n");
+    xp_costs_md(x, &md, full, R->full_prompt_tokens);
     ret = rcli_write("search", x->out, "search.svg", &svg) ||
           rcli_write("search", x->out, "report.md", &md);
 out:
@@ -183,6 +184,12 @@ int cmd_search(int argc, char **argv) {
         cli_error("search: --pool FILE is required (see icalign search --help)");
         return 2;
     }
+    if (x.mode == XP_ALPACA_EVAL) {
+        cli_error("search: --bench alpaca-eval is for sweep and ablate (search selects by the "
+                  "mean first-turn judge rating; --val FILE for other questions)");
+        return 2;
+    }
+    x.mode = XP_FIRST_TURN; /* --bench mt-bench: the first turns, as --val mt-bench */
     struct ica_error e = {0};
     struct align_set *base = NULL, *pool = NULL;
     if (xp_load_spec(&x, base_spec, &base))
@@ -293,7 +300,7 @@ int cmd_search(int argc, char **argv) {
         goto out;
     }
     printf("chosen set written to %s\n", path);
-    if (write_report(&x, R, pool))
+    if (write_report(&x, R, pool, full))
         goto out;
     xp_print_costs(&x, stdout, full, R->full_prompt_tokens);
     ret = 0;

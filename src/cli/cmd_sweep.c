@@ -219,16 +219,17 @@ int cmd_sweep(int argc, char **argv) {
             sets[n++] = s;
         }
         char title[128], csv[128];
-        snprintf(title, sizeof title, "\nfamily %s (%zu validation questions)", fam, x.qs->n);
+        snprintf(title, sizeof title, "\nfamily %.40s (%.60s, %zu questions)", fam, x.val_name,
+                 x.qs->n);
         snprintf(csv, sizeof csv, "sweep-%s.csv", fam);
         int trc = n ? xp_eval_table(&x, title, "set", names, sets, n, csv) : 0;
         if (!trc && n) {
             char svg[128], rtitle[160];
             snprintf(svg, sizeof svg, "sweep-%s.svg", fam);
-            snprintf(rtitle, sizeof rtitle, "Sweep: family %s (%zu validation questions)", fam,
-                     x.qs->n);
+            snprintf(rtitle, sizeof rtitle, "Sweep: family %.40s (%.60s, %zu questions)", fam,
+                     x.val_name, x.qs->n);
             trc = rcli_table("sweep", x.out, csv, svg, RCLI_LINE, rtitle, "set",
-                             "N (demonstrations)", &md);
+                             "N (demonstrations)", xp_score_name(&x), xp_score_label(&x), &md);
         }
         for (size_t i = 0; i < n; i++) {
             align_set_free(sets[i]);
@@ -239,6 +240,7 @@ int cmd_sweep(int argc, char **argv) {
         if (trc)
             goto out;
     }
+    xp_costs_md(&x, &md, 0, 0);
     if (md.len && rcli_write("sweep", x.out, "report.md", &md))
         goto out;
     xp_print_costs(&x, stdout, 0, 0);

@@ -24,7 +24,18 @@ const char *xp_help(void) {
     return "Validation and decoding:\n"
            "  --val Q                 validation questions: mt-bench (first turns of the 80\n"
            "                          MT-Bench questions, the default) or a JSONL file with\n"
-           "                          turns[0] | instruction | question | query per line\n"
+           "                          turns[0] | instruction | question | query per line;\n"
+           "                          a set's score is the mean first-turn rating\n"
+           "  --bench B               score on a benchmark instead of --val (sweep, ablate):\n"
+           "                          mt-bench = both MT-Bench turns (turn 2 answered after\n"
+           "                          the model's own turn-1 answer, judged with the\n"
+           "                          multi-turn prompt): turn 1, turn 2 and overall (mean\n"
+           "                          of all ratings, the score); alpaca-eval = the 805\n"
+           "                          AlpacaEval 2.0 instructions, each answer compared with\n"
+           "                          the reference output by the weighted_alpaca_eval_\n"
+           "                          gpt4_turbo annotator (the judge must return logprobs):\n"
+           "                          length-controlled win rate (the score) and win rate.\n"
+           "                          search: mt-bench = --val mt-bench (first turns)\n"
            "  --limit N               only the first N validation questions\n"
            "  --preset P              decoding preset of the answers: urial (default),\n"
            "                          urial-moe, gpt4-base\n"
@@ -45,14 +56,35 @@ const char *xp_help(void) {
            "                          reference answers of mt-bench)\n"
            "  --judge-max-tokens N    judge reply tokens (2048)\n"
            "  --judge-prompts FILE    judge_prompts.jsonl (default: shared data/mt_bench)\n"
-           "Answering model (the base model):\n";
+           "Answering model (the base model):\n"
+           "      --remote-model NAME the server's model id (instead of -m with --base-url)\n";
 }
 
 int xp_parse(struct xp *x, int ch, const char *arg) {
     long v;
     switch (ch) {
     case XP_OPT_VAL:
+        if (x->mode != XP_FIRST_TURN) {
+            cli_error("%s: --val and --bench exclude each other", x->cmd);
+            return -1;
+        }
         x->val = arg;
+        x->val_set = true;
+        return 1;
+    case XP_OPT_BENCH:
+        if (x->val_set) {
+            cli_error("%s: --val and --bench exclude each other", x->cmd);
+            return -1;
+        }
+        if (!strcmp(arg, "mt-bench") || !strcmp(arg, "mt_bench"))
+            x->mode = XP_MT_BENCH;
+        else if (!strcmp(arg, "alpaca-eval") || !strcmp(arg, "alpaca_eval"))
+            x->mode = XP_ALPACA_EVAL;
+        else {
+            cli_error("%s: --bench must be mt-bench or alpaca-eval (or give --val FILE)", x->cmd);
+            return -1;
+        }
+        x->val = "mt-bench";
         return 1;
     case XP_OPT_LIMIT:
         return cli_parse_int("--limit", arg, 1, INT32_MAX, &x->limit) ? 1 : -1;
@@ -164,7 +196,48 @@ int xp_open(struct xp *x) {
     /* validation questions */
     char qpath[4096], rpath[4096];
     const char *refs = NULL;
-    if (strcmp(x->val, "mt-bench") == 0) {
+    if (x->mode == XP_ALPACA_EVAL) {
+        char tp[4096], gp[4096];
+        if (!cli_shared_path(qpath, sizeof qpath,
+                             "data/alpaca_eval/reference_outputs/alpaca_eval_gpt4_baseline.json") ||
+            !cli_shared_path(tp, sizeof tp,
+                             "data/alpaca_eval/annotator/alpaca_eval_clf_gpt4_turbo/"
+                             "alpaca_eval_clf.txt")) {
+            cli_error("%s: AlpacaEval reference outputs or annotator template not found (set "
+                      "ICALIGN_SHARED)",
+                      x->cmd);
+            return 1;
+        }
+        char *t = NULL;
+        size_t tl = 0;
+        FILE *fp = fopen(tp, "rb");
+        if (fp) {
+            t = malloc(1 << 20);
+            tl = t ? fread(t, 1, (1 << 20) - 1, fp) : 0;
+            if (t)
+                t[tl] = '\0';
+            fclose(fp);
+        }
+        if (!t || tl == 0) {
+            free(t);
+            cli_error("%s: cannot read %s", x->cmd, tp);
+            return 1;
+        }
+        x->ae_template = t;
+        if (!cli_shared_path(gp, sizeof gp, "data/alpaca_eval/length_controlled/df_gamed.csv") ||
+            eval_ae_lcdata_read(gp, &x->ae_lc, &e) != ICA_OK) {
+            x->ae_lc = NULL;
+            if (!x->quiet)
+                fprintf(stderr,
+                        "icalign: %s: df_gamed.csv not usable; no length-controlled win rate\n",
+                        x->cmd);
+        }
+        if (search_questions_load_alpaca(qpath, (size_t)x->limit, &x->qs, &e) != ICA_OK) {
+            cli_error("%s: %s", x->cmd, e.msg);
+            return 1;
+        }
+        snprintf(x->val_name, sizeof x->val_name, "alpaca-eval");
+    } else if (strcmp(x->val, "mt-bench") == 0) {
         if (!cli_shared_path(qpath, sizeof qpath, "data/mt_bench/question.jsonl")) {
             cli_error("%s: MT-Bench questions not found (set ICALIGN_SHARED or give --val FILE)",
                       x->cmd);
@@ -177,7 +250,8 @@ int xp_open(struct xp *x) {
         snprintf(qpath, sizeof qpath, "%s", x->val);
         snprintf(x->val_name, sizeof x->val_name, "%s", base_name(x->val));
     }
-    if (search_questions_load(qpath, refs, (size_t)x->limit, &x->qs, &e) != ICA_OK) {
+    if (x->mode != XP_ALPACA_EVAL &&
+        search_questions_load(qpath, refs, (size_t)x->limit, &x->qs, &e) != ICA_OK) {
         cli_error("%s: %s", x->cmd, e.msg);
         return 1;
     }
@@ -214,7 +288,11 @@ int xp_open(struct xp *x) {
     const char *jid = x->judge_id            ? x->judge_id
                       : x->judge.n_base_urls ? x->judge.remote_model
                                              : base_name(x->judge.local.path);
-    snprintf(x->judge_name, sizeof x->judge_name, "search:%s/%s", x->judge_prompt, jid);
+    if (x->mode == XP_ALPACA_EVAL)
+        snprintf(x->judge_name, sizeof x->judge_name, "search:weighted_alpaca_eval_gpt4_turbo/%s",
+                 jid);
+    else
+        snprintf(x->judge_name, sizeof x->judge_name, "search:%s/%s", x->judge_prompt, jid);
     /* decoding (part of every cache key) */
     struct backend_sampling smp = backend_default_sampling();
     smp.temperature = x->pr.temperature;
@@ -247,7 +325,8 @@ int xp_open(struct xp *x) {
                                  .prompts = x->prompts,
                                  .name = x->judge_name,
                                  .per_category = strcmp(x->judge_prompt, "auto") == 0,
-                                 .max_tokens = (uint32_t)x->judge_max_tokens};
+                                 .max_tokens = (uint32_t)x->judge_max_tokens,
+                                 .ae_template = x->ae_template};
     if (search_env_new(x->out, x->st, &x->a, &x->j, x->qs, &x->env, &e) != ICA_OK) {
         cli_error("%s: %s", x->cmd, e.msg);
         return 1;
@@ -268,6 +347,18 @@ void xp_close(struct xp *x) {
     if (x->prompts)
         eval_mt_prompts_free(x->prompts);
     free(x->decoding);
+    free(x->ae_template);
+    eval_ae_lcdata_free(x->ae_lc);
+}
+
+const char *xp_score_name(const struct xp *x) {
+    return x->mode == XP_MT_BENCH ? "overall" : x->mode == XP_ALPACA_EVAL ? "LC win rate" : "score";
+}
+
+const char *xp_score_label(const struct xp *x) {
+    return x->mode == XP_MT_BENCH      ? "MT-Bench score (both turns)"
+           : x->mode == XP_ALPACA_EVAL ? "LC win rate (%)"
+                                       : "mean judge score";
 }
 
 int xp_run(struct xp *x, const char *kind, const char *config_json, int64_t *run_id) {
@@ -289,30 +380,48 @@ void xp_path(const struct xp *x, char *buf, size_t n, const char *name) {
     snprintf(buf, n, "%s/%s", x->out, name);
 }
 
-void xp_print_costs(const struct xp *x, FILE *fp, uint64_t full_evals, uint64_t full_tokens) {
+void xp_costs(const struct xp *x, struct report_buf *b, uint64_t full_evals, uint64_t full_tokens) {
     const struct search_stats *s = search_env_stats(x->env);
-    fprintf(fp, "cost:\n");
-    fprintf(fp, "  generations  %8llu new, %8llu from the store, %llu failed\n",
-            (unsigned long long)s->gen_new, (unsigned long long)s->gen_cached,
-            (unsigned long long)s->gen_failed);
-    fprintf(fp, "  judge calls  %8llu new, %8llu from the store, %llu failed or unrated\n",
-            (unsigned long long)s->judge_new, (unsigned long long)s->judge_cached,
-            (unsigned long long)s->judge_failed);
+    report_buf_printf(b, "cost:\n");
+    report_buf_printf(b, "  generations  %8llu new, %8llu from the store, %llu failed\n",
+                      (unsigned long long)s->gen_new, (unsigned long long)s->gen_cached,
+                      (unsigned long long)s->gen_failed);
+    report_buf_printf(b, "  judge calls  %8llu new, %8llu from the store, %llu failed or unrated\n",
+                      (unsigned long long)s->judge_new, (unsigned long long)s->judge_cached,
+                      (unsigned long long)s->judge_failed);
     if (full_evals) {
         double saved = 100.0 * (1.0 - (double)s->judge_new / (double)full_evals);
-        fprintf(fp, "  full search  %8llu generations and judge calls (%.1f%% saved)\n",
-                (unsigned long long)full_evals, saved);
+        report_buf_printf(b, "  full search  %8llu generations and judge calls (%.1f%% saved)\n",
+                          (unsigned long long)full_evals, saved);
     }
     uint64_t computed = s->prompt_tokens - s->cached_tokens;
-    fprintf(fp,
-            "  prefill      %8llu prompt tokens computed (%llu of %llu prompt tokens of new "
-            "generations came from the prefix cache)\n",
-            (unsigned long long)computed, (unsigned long long)s->cached_tokens,
-            (unsigned long long)s->prompt_tokens);
-    if (full_tokens)
-        fprintf(fp, "  naive        %8llu prompt tokens for the full search from scratch (%.1fx)\n",
-                (unsigned long long)full_tokens,
-                computed ? (double)full_tokens / (double)computed : INFINITY);
+    report_buf_printf(b,
+                      "  prefill      %8llu prompt tokens computed (%llu of %llu prompt tokens of "
+                      "new generations came from the prefix cache)\n",
+                      (unsigned long long)computed, (unsigned long long)s->cached_tokens,
+                      (unsigned long long)s->prompt_tokens);
+    if (full_tokens) {
+        report_buf_printf(b,
+                          "  naive        %8llu prompt tokens for the full search from scratch "
+                          "(%.1fx)\n",
+                          (unsigned long long)full_tokens,
+                          computed ? (double)full_tokens / (double)computed : INFINITY);
+    }
+}
+
+void xp_print_costs(const struct xp *x, FILE *fp, uint64_t full_evals, uint64_t full_tokens) {
+    struct report_buf b = {0};
+    xp_costs(x, &b, full_evals, full_tokens);
+    if (b.data)
+        fputs(b.data, fp);
+    report_buf_free(&b);
+}
+
+void xp_costs_md(const struct xp *x, struct report_buf *md, uint64_t full_evals,
+                 uint64_t full_tokens) {
+    report_buf_puts(md, "\n## Cost\n\n```\n");
+    xp_costs(x, md, full_evals, full_tokens);
+    report_buf_puts(md, "```\n");
 }
 
 size_t xp_split(char *s, char **items, size_t max) {
@@ -357,43 +466,98 @@ int xp_eval_table(struct xp *x, const char *title, const char *col, char *const 
             return 1;
         }
     }
-    if (search_eval(x->env, sets, n, nq, sc, &e) != ICA_OK) {
-        cli_error("%s: %s", x->cmd, e.msg);
-        free(sc);
-        return 1;
-    }
+    /* turn 1 (AlpacaEval: the only turn, with the answers' lengths), then MT-Bench turn 2 */
+    double *sc2 = x->mode == XP_MT_BENCH ? calloc(n * nq + 1, sizeof *sc2) : NULL;
+    size_t *len2 = x->mode == XP_ALPACA_EVAL ? calloc(n * nq + 1, sizeof *len2) : NULL;
+    size_t *len1 = x->mode == XP_ALPACA_EVAL ? calloc(nq + 1, sizeof *len1) : NULL;
+    double *all = calloc(2 * nq + 1, sizeof *all);
+    int ret = 1;
+    FILE *csv = NULL;
     char path[4096];
+    if (!all || (x->mode == XP_MT_BENCH && !sc2) ||
+        (x->mode == XP_ALPACA_EVAL && (!len1 || !len2))) {
+        cli_error("%s: out of memory", x->cmd);
+        goto out;
+    }
+    if (search_eval_turn(x->env, sets, n, nq, 1, sc, len2, &e) != ICA_OK ||
+        (sc2 && search_eval_turn(x->env, sets, n, nq, 2, sc2, NULL, &e) != ICA_OK)) {
+        cli_error("%s: %s", x->cmd, e.msg);
+        goto out;
+    }
+    for (size_t q = 0; len1 && q < nq; q++)
+        len1[q] = eval_utf8_len(x->qs->q[q].reference ? x->qs->q[q].reference : "");
     xp_path(x, path, sizeof path, csv_name);
-    FILE *csv = fopen(path, "w");
+    csv = fopen(path, "w");
     if (!csv) {
         cli_error("%s: cannot write %s", x->cmd, path);
-        free(sc);
-        return 1;
+        goto out;
     }
-    fprintf(csv, "%s,score,ci_low,ci_high,n_rated,n_questions\n", col);
-    printf("%s\n  %-28s %8s  %-17s %6s\n", title, col, "score", "95% CI", "n");
+    fprintf(csv, "%s,score,ci_low,ci_high,n_rated,n_questions%s\n", col,
+            x->mode == XP_MT_BENCH      ? ",turn1,turn2"
+            : x->mode == XP_ALPACA_EVAL ? ",win_rate"
+                                        : "");
+    if (x->mode == XP_MT_BENCH)
+        printf("%s\n  %-28s %8s %8s %8s  %-17s %6s\n", title, col, "turn 1", "turn 2", "overall",
+               "95% CI", "n");
+    else if (x->mode == XP_ALPACA_EVAL)
+        printf("%s\n  %-28s %8s  %-17s %8s %6s\n", title, col, "LC wr %", "95% CI", "win rate",
+               "n");
+    else
+        printf("%s\n  %-28s %8s  %-17s %6s\n", title, col, "score", "95% CI", "n");
     for (size_t i = 0; i < n; i++) {
-        double *row = &sc[i * nq];
+        const double *row = &sc[i * nq];
         size_t nv = 0;
-        double m = search_mean(row, nq, &nv);
-        double *v = malloc((nv ? nv : 1) * sizeof *v);
-        size_t k = 0;
-        for (size_t q = 0; v && q < nq; q++)
-            if (!isnan(row[q]))
-                v[k++] = row[q];
-        double lo = NAN, hi = NAN;
-        if (v)
-            eval_bootstrap_ci(v, k, 1000, 1234, &lo, &hi);
-        free(v);
-        char ci[64];
+        double m = NAN, lo = NAN, hi = NAN, t1 = NAN, t2 = NAN, wr = NAN;
+        if (x->mode == XP_ALPACA_EVAL) {
+            struct eval_ae_winrate w;
+            eval_ae_winrate(row, nq, &w);
+            wr = w.win_rate;
+            nv = w.n_total;
+            struct eval_ae_lc lc = {0};
+            struct ica_error le = {0};
+            if (x->ae_lc && eval_ae_length_controlled(x->ae_lc, row, len1, &len2[i * nq], nq, false,
+                                                      &lc, &le) == ICA_OK) {
+                m = lc.winrate;
+                lo = m - 1.96 * lc.standard_error;
+                hi = m + 1.96 * lc.standard_error;
+            } else if (x->ae_lc && !x->quiet)
+                fprintf(stderr, "icalign: %s: %s: length-controlled win rate: %s\n", x->cmd,
+                        names[i], le.msg);
+            free(lc.glm_pref);
+        } else {
+            size_t k = 0;
+            for (size_t q = 0; q < nq; q++)
+                if (!isnan(row[q]))
+                    all[k++] = row[q];
+            t1 = search_mean(row, nq, NULL);
+            if (sc2) {
+                t2 = search_mean(&sc2[i * nq], nq, NULL);
+                for (size_t q = 0; q < nq; q++)
+                    if (!isnan(sc2[i * nq + q]))
+                        all[k++] = sc2[i * nq + q];
+            }
+            nv = k;
+            m = search_mean(all, k, NULL);
+            eval_bootstrap_ci(all, k, 1000, 1234, &lo, &hi);
+        }
+        char ci[64], ms[32], t1s[32], t2s[32], wrs[32];
         if (isnan(lo))
             snprintf(ci, sizeof ci, "-");
         else
             snprintf(ci, sizeof ci, "[%.3f, %.3f]", lo, hi);
-        if (isnan(m))
-            printf("  %-28s %8s  %-17s %6zu\n", names[i], "-", ci, nv);
+#define XP_FMT(buf, v, f)                                                                          \
+    (isnan(v) ? snprintf(buf, sizeof buf, "-") : snprintf(buf, sizeof buf, f, v))
+        XP_FMT(ms, m, "%.3f");
+        XP_FMT(t1s, t1, "%.3f");
+        XP_FMT(t2s, t2, "%.3f");
+        XP_FMT(wrs, wr, "%.2f");
+#undef XP_FMT
+        if (x->mode == XP_MT_BENCH)
+            printf("  %-28s %8s %8s %8s  %-17s %6zu\n", names[i], t1s, t2s, ms, ci, nv);
+        else if (x->mode == XP_ALPACA_EVAL)
+            printf("  %-28s %8s  %-17s %8s %6zu\n", names[i], ms, ci, wrs, nv);
         else
-            printf("  %-28s %8.3f  %-17s %6zu\n", names[i], m, ci, nv);
+            printf("  %-28s %8s  %-17s %6zu\n", names[i], ms, ci, nv);
         fprintf(csv, "%s,", names[i]);
         if (!isnan(m))
             fprintf(csv, "%.6f", m);
@@ -402,13 +566,36 @@ int xp_eval_table(struct xp *x, const char *title, const char *col, char *const 
             fprintf(csv, "%.6f,%.6f", lo, hi);
         else
             fputc(',', csv);
-        fprintf(csv, ",%zu,%zu\n", nv, nq);
+        fprintf(csv, ",%zu,%zu", nv, nq);
+        if (x->mode == XP_MT_BENCH) {
+            fputc(',', csv);
+            if (!isnan(t1))
+                fprintf(csv, "%.6f", t1);
+            fputc(',', csv);
+            if (!isnan(t2))
+                fprintf(csv, "%.6f", t2);
+        } else if (x->mode == XP_ALPACA_EVAL) {
+            fputc(',', csv);
+            if (!isnan(wr))
+                fprintf(csv, "%.6f", wr);
+        }
+        fputc('\n', csv);
     }
-    free(sc);
-    if (fclose(csv) != 0) {
+    int cr = fclose(csv);
+    csv = NULL;
+    if (cr != 0) {
         cli_error("%s: writing %s failed", x->cmd, path);
-        return 1;
+        goto out;
     }
     printf("table written to %s\n", path);
-    return 0;
+    ret = 0;
+out:
+    if (csv)
+        fclose(csv);
+    free(sc);
+    free(sc2);
+    free(len1);
+    free(len2);
+    free(all);
+    return ret;
 }

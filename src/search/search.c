@@ -99,8 +99,9 @@ double search_mean(const double *x, size_t n, size_t *n_valid) {
     return k ? s / (double)k : NAN;
 }
 
-/* Copy with invalid UTF-8 (and control bytes other than tab/newline/CR) replaced by U+FFFD, so
- * that a base model's byte soup can be put into a JSON request. */
+/* Copy with invalid UTF-8 replaced by U+FFFD, so that a base model's byte soup can be put into a
+ * JSON request (control bytes are kept: JSON escapes them). The same rule as icalign judge's
+ * cli_utf8_sanitize, so both send the same judge prompts for the same answers. */
 static char *utf8_clean(const char *s) {
     size_t n = strlen(s);
     char *o = malloc(3 * n + 1);
@@ -120,8 +121,6 @@ static char *utf8_clean(const char *s) {
         if (ok && ((len == 2 && cp < 0x80) ||
                    (len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp < 0xe000))) ||
                    (len == 4 && (cp < 0x10000 || cp > 0x10ffff))))
-            ok = false;
-        if (ok && len == 1 && c < 0x20 && c != '\t' && c != '\n' && c != '\r')
             ok = false;
         if (ok) {
             memcpy(o + k, p + i, len);
@@ -147,6 +146,8 @@ void search_questions_free(struct search_questions *q) {
         free(q->q[i].text);
         free(q->q[i].category);
         free(q->q[i].reference);
+        free(q->q[i].text2);
+        free(q->q[i].reference2);
     }
     free(q->q);
     free(q);
@@ -181,6 +182,16 @@ static const char *first_turn(json_object *o) {
     if (!s)
         s = jstr(o, "query");
     return s;
+}
+
+static const char *second_turn(json_object *o) {
+    json_object *t;
+    if (json_object_object_get_ex(o, "turns", &t) && json_object_is_type(t, json_type_array) &&
+        json_object_array_length(t) > 1) {
+        json_object *x = json_object_array_get_idx(t, 1);
+        return json_object_is_type(x, json_type_string) ? json_object_get_string(x) : NULL;
+    }
+    return NULL;
 }
 
 /* Calls fn for every non-empty line parsed as a JSON object. */
@@ -252,10 +263,11 @@ static int q_line(void *ud, json_object *o, size_t line, struct ica_error *e) {
         q->id = xstrdup(b);
     }
     q->text = xstrdup(text);
-    const char *cat = jstr(o, "category");
+    const char *cat = jstr(o, "category"), *t2 = second_turn(o);
     q->category = xstrdup(cat ? cat : "");
+    q->text2 = xstrdup(t2);
     L->qs->n++;
-    if (!q->id || !q->text || !q->category)
+    if (!q->id || !q->text || !q->category || (t2 && !q->text2))
         return nomem(e);
     char hex[65];
     store_sha256_hex(text, strlen(text), hex);
@@ -276,13 +288,29 @@ static int ref_line(void *ud, json_object *o, size_t line, struct ica_error *e) 
         json_object_array_length(ch) > 0 &&
         json_object_object_get_ex(json_object_array_get_idx(ch, 0), "turns", &t) &&
         json_object_is_type(t, json_type_array) && json_object_array_length(t) > 0) {
-        const char *r = json_object_get_string(json_object_array_get_idx(t, 0));
-        for (size_t i = 0; i < qs->n; i++)
-            if (!qs->q[i].reference && strcmp(qs->q[i].id, id) == 0)
+        json_object *r1 = json_object_array_get_idx(t, 0);
+        json_object *r2 = json_object_array_length(t) > 1 ? json_object_array_get_idx(t, 1) : NULL;
+        const char *r =
+            json_object_is_type(r1, json_type_string) ? json_object_get_string(r1) : NULL;
+        const char *rr =
+            r2 && json_object_is_type(r2, json_type_string) ? json_object_get_string(r2) : NULL;
+        for (size_t i = 0; r && i < qs->n; i++)
+            if (!qs->q[i].reference && strcmp(qs->q[i].id, id) == 0) {
                 qs->q[i].reference = xstrdup(r);
+                if (rr && !qs->q[i].reference2)
+                    qs->q[i].reference2 = xstrdup(rr);
+            }
     }
     free(id);
     return ICA_OK;
+}
+
+static void questions_hash(struct search_questions *qs) {
+    struct store_sha256 c;
+    store_sha256_init(&c);
+    for (size_t i = 0; i < qs->n; i++)
+        store_sha256_update(&c, qs->q[i].text, strlen(qs->q[i].text) + 1);
+    store_sha256_final_hex(&c, qs->sha256);
 }
 
 int search_questions_load(const char *path, const char *refs, size_t limit,
@@ -301,12 +329,74 @@ int search_questions_load(const char *path, const char *refs, size_t limit,
         search_questions_free(L.qs);
         return rc;
     }
-    struct store_sha256 c;
-    store_sha256_init(&c);
-    for (size_t i = 0; i < L.qs->n; i++)
-        store_sha256_update(&c, L.qs->q[i].text, strlen(L.qs->q[i].text) + 1);
-    store_sha256_final_hex(&c, L.qs->sha256);
+    questions_hash(L.qs);
     *out = L.qs;
+    return ICA_OK;
+}
+
+int search_questions_load_alpaca(const char *path, size_t limit, struct search_questions **out,
+                                 struct ica_error *e) {
+    *out = NULL;
+    char *buf = NULL;
+    size_t len = 0;
+    int rc = read_whole(path, &buf, &len, e);
+    if (rc)
+        return rc;
+    json_tokener *tok = json_tokener_new();
+    json_object *arr = tok ? json_tokener_parse_ex(tok, buf, (int)len) : NULL;
+    if (tok)
+        json_tokener_free(tok);
+    free(buf);
+    if (!arr || !json_object_is_type(arr, json_type_array)) {
+        json_object_put(arr);
+        return ica_seterr(e, ICA_ERR_FORMAT, "%s: not a JSON list of AlpacaEval outputs", path);
+    }
+    size_t n = json_object_array_length(arr);
+    if (limit && n > limit)
+        n = limit;
+    struct search_questions *qs = calloc(1, sizeof *qs);
+    if (qs)
+        qs->q = calloc(n ? n : 1, sizeof *qs->q);
+    if (!qs || !qs->q) {
+        free(qs);
+        json_object_put(arr);
+        return nomem(e);
+    }
+    for (size_t i = 0; i < n && !rc; i++) {
+        json_object *o = json_object_array_get_idx(arr, i);
+        const char *ins = json_object_is_type(o, json_type_object) ? jstr(o, "instruction") : NULL;
+        const char *ref = ins ? jstr(o, "output") : NULL;
+        if (!ins || !ref) {
+            rc = ica_seterr(e, ICA_ERR_FORMAT,
+                            "%s: entry %zu: needs \"instruction\" and \"output\"", path, i);
+            break;
+        }
+        const char *ds = jstr(o, "dataset");
+        struct search_question *q = &qs->q[qs->n++];
+        char b[32];
+        snprintf(b, sizeof b, "%zu", i);
+        q->id = xstrdup(b);
+        q->text = xstrdup(ins);
+        q->reference = xstrdup(ref);
+        q->category = xstrdup(ds ? ds : "");
+        if (!q->id || !q->text || !q->reference || !q->category) {
+            rc = nomem(e);
+            break;
+        }
+        char hex[65];
+        store_sha256_hex(ins, strlen(ins), hex);
+        memcpy(q->key, hex, 16);
+        q->key[16] = '\0';
+    }
+    json_object_put(arr);
+    if (!rc && qs->n == 0)
+        rc = ica_seterr(e, ICA_ERR_FORMAT, "%s: no instructions", path);
+    if (rc) {
+        search_questions_free(qs);
+        return rc;
+    }
+    questions_hash(qs);
+    *out = qs;
     return ICA_OK;
 }
 
@@ -492,6 +582,8 @@ struct slot {
     uint32_t ptoks;
     double score;
     char *jsys, *juser;
+    char *a1;         /* turn 2: the model's cleaned turn-1 answer */
+    bool is_switched; /* AlpacaEval: outputs swapped in the annotator prompt */
 };
 
 struct ev {
@@ -499,6 +591,7 @@ struct ev {
     struct slot *slots;
     size_t *idx; /* request i -> slot */
     const struct search_question *const *qs;
+    int turn;
     int rc;
     struct ica_error err;
 };
@@ -526,7 +619,7 @@ static bool on_gen(void *ud, size_t i, const struct backend_request *req, struct
     }
     const struct search_question *q = E->qs[E->idx[i]];
     struct store_generation g = {.item_id = q->key,
-                                 .turn = 1,
+                                 .turn = E->turn,
                                  .prompt_sha256 = s->sha,
                                  .raw = r->text ? r->text : "",
                                  .raw_len = r->text ? r->text_len : 0,
@@ -542,7 +635,7 @@ static bool on_gen(void *ud, size_t i, const struct backend_request *req, struct
     struct store_gen_row row;
     bool found = false;
     if (!rc)
-        rc = store_generation_get(env->st, s->run_id, q->key, 1, &row, &found, &E->err);
+        rc = store_generation_get(env->st, s->run_id, q->key, E->turn, &row, &found, &E->err);
     if (rc) {
         free(clean);
         E->rc = rc;
@@ -572,7 +665,21 @@ static bool on_judge(void *ud, size_t i, const struct backend_request *req,
         return true;
     }
     const char *raw = r->text ? r->text : "";
-    double rating = eval_mt_parse_rating(raw, r->text ? r->text_len : 0);
+    double rating, pref = NAN;
+    if (env->j->ae_template) {
+        struct eval_logprob *top = calloc(r->n_top ? r->n_top : 1, sizeof *top);
+        if (!top) {
+            E->rc = nomem(&E->err);
+            return false;
+        }
+        for (size_t k = 0; k < r->n_top; k++)
+            top[k] =
+                (struct eval_logprob){r->top[k].token ? r->top[k].token : "", r->top[k].logprob};
+        pref = eval_ae_preference(top, r->n_top, s->is_switched);
+        free(top);
+        rating = isnan(pref) ? -1 : pref;
+    } else
+        rating = eval_mt_parse_rating(raw, r->text ? r->text_len : 0);
     s->score = rating < 0 ? NAN : rating;
     if (rating < 0)
         env->stats.judge_failed++;
@@ -585,16 +692,20 @@ static bool on_judge(void *ud, size_t i, const struct backend_request *req,
     json_object_array_add(msgs, m1);
     json_object_array_add(msgs, m2);
     const struct search_question *q = E->qs[E->idx[i]];
-    const char *pname = eval_mt_prompt_name(
-        env->j->per_category ? eval_mt_prompt_for(q->category, 1) : EVAL_MT_SINGLE_V1);
+    const char *pname =
+        env->j->ae_template
+            ? "weighted_alpaca_eval_gpt4_turbo"
+            : eval_mt_prompt_name(env->j->per_category ? eval_mt_prompt_for(q->category, E->turn)
+                                  : E->turn == 2       ? EVAL_MT_SINGLE_V1_MULTI
+                                                       : EVAL_MT_SINGLE_V1);
     struct store_judgment jd = {.generation_id = s->gen_id,
                                 .judge = env->j->name,
                                 .prompt_name = pname,
                                 .prompt = json_object_to_json_string_ext(
                                     msgs, JSON_C_TO_STRING_PLAIN | JSON_C_TO_STRING_NOSLASHESCAPE),
                                 .raw = raw,
-                                .score = s->score,
-                                .preference = NAN};
+                                .score = env->j->ae_template ? NAN : s->score,
+                                .preference = pref};
     int rc = store_judgment_put(env->st, &jd, &E->err);
     json_object_put(msgs);
     env->stats.judge_new++;
@@ -609,10 +720,12 @@ static bool on_judge(void *ud, size_t i, const struct backend_request *req,
 static int judgment_lookup(struct search_env *env, int64_t gen_id, double *score,
                            struct ica_error *e) {
     sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(env->db,
-                           "SELECT score FROM judgments WHERE generation_id=?1 AND judge=?2 AND "
-                           "raw<>''",
-                           -1, &st, NULL) != SQLITE_OK) {
+    const char *sql = env->j->ae_template
+                          ? "SELECT preference FROM judgments WHERE generation_id=?1 AND judge=?2 "
+                            "AND (raw<>'' OR preference IS NOT NULL)"
+                          : "SELECT score FROM judgments WHERE generation_id=?1 AND judge=?2 AND "
+                            "raw<>''";
+    if (sqlite3_prepare_v2(env->db, sql, -1, &st, NULL) != SQLITE_OK) {
         ica_seterr(e, ICA_ERR_IO, "judgments: %s", sqlite3_errmsg(env->db));
         return -1;
     }
@@ -631,7 +744,8 @@ static int judgment_lookup(struct search_env *env, int64_t gen_id, double *score
 }
 
 static int eval_impl(struct search_env *env, struct align_set *const *sets, size_t n_sets,
-                     size_t n_q, double *scores, uint32_t *ptoks, struct ica_error *e) {
+                     size_t n_q, int turn, double *scores, uint32_t *ptoks, size_t *lens,
+                     struct ica_error *e) {
     if (n_q > env->val->n)
         n_q = env->val->n;
     size_t n = n_sets * n_q;
@@ -639,10 +753,12 @@ static int eval_impl(struct search_env *env, struct align_set *const *sets, size
         scores[i] = NAN;
         if (ptoks)
             ptoks[i] = 0;
+        if (lens)
+            lens[i] = 0;
     }
     if (n == 0)
         return ICA_OK;
-    struct ev E = {.env = env};
+    struct ev E = {.env = env, .turn = turn};
     E.slots = calloc(n, sizeof *E.slots);
     E.idx = calloc(n, sizeof *E.idx);
     const struct search_question **qs = calloc(n, sizeof *qs);
@@ -688,14 +804,28 @@ static int eval_impl(struct search_env *env, struct align_set *const *sets, size
                     break;
                 m->item_put[q] = true;
             }
-            const char *msg = qq->text;
+            const char *msgs[3] = {qq->text, NULL, qq->text2};
             size_t plen;
-            if ((rc = align_render(sets[si], &msg, 1, &s->prompt, &plen, e)))
-                break;
-            store_sha256_hex(s->prompt, plen, s->sha);
             struct store_gen_row row;
             bool found = false;
-            if ((rc = store_generation_get(env->st, m->run_id, qq->key, 1, &row, &found, e)))
+            if (turn == 2) {
+                /* the second turn follows the model's own turn-1 answer */
+                if (!qq->text2)
+                    continue;
+                if ((rc = store_generation_get(env->st, m->run_id, qq->key, 1, &row, &found, e)))
+                    break;
+                if (!found)
+                    continue;
+                s->a1 = row.cleaned;
+                row.cleaned = NULL;
+                store_gen_row_free(&row);
+                msgs[1] = s->a1;
+            }
+            if ((rc = align_render(sets[si], msgs, turn == 2 ? 3 : 1, &s->prompt, &plen, e)))
+                break;
+            store_sha256_hex(s->prompt, plen, s->sha);
+            found = false;
+            if ((rc = store_generation_get(env->st, m->run_id, qq->key, turn, &row, &found, e)))
                 break;
             if (found && strcmp(row.prompt_sha256, s->sha) == 0) {
                 s->gen_id = row.id;
@@ -755,19 +885,56 @@ static int eval_impl(struct search_env *env, struct align_set *const *sets, size
         }
         free(s->answer);
         s->answer = clean;
-        struct eval_mt_fill fill = {.q1 = q->text, .a1 = s->answer, .r1 = q->reference};
-        const char *cat = env->j->per_category ? q->category : "";
-        if (env->j->per_category && eval_mt_needs_ref(cat) && !q->reference)
-            cat = ""; /* no reference answer: the general prompt */
-        if ((rc = eval_mt_judge_messages(env->j->prompts, cat, 1, &fill, &s->jsys, &s->juser, e)))
-            break;
-        jm[2 * nr] = (struct backend_message){BACKEND_SYSTEM, s->jsys};
-        jm[2 * nr + 1] = (struct backend_message){BACKEND_USER, s->juser};
         struct backend_request *r = &reqs[nr];
-        r->messages = &jm[2 * nr];
-        r->n_messages = 2;
         r->sampling = backend_default_sampling();
         r->max_tokens = env->j->max_tokens ? env->j->max_tokens : 2048;
+        if (env->j->ae_template) {
+            /* AlpacaEval 2.0: reference output vs the answer, order switched per instruction */
+            const char *o1 = q->reference;
+            if (!o1)
+                continue; /* no reference output: no preference */
+            if (strcmp(o1, s->answer) == 0) {
+                s->score = 1.5; /* identical outputs: a draw, as alpaca_eval */
+                continue;
+            }
+            s->is_switched = eval_ae_is_switched(q->text, "0");
+            if ((rc = eval_ae_render_prompt(
+                     env->j->ae_template, q->text, s->is_switched ? s->answer : o1,
+                     s->is_switched ? o1 : s->answer, &s->jsys, &s->juser, e)))
+                break;
+            r->sampling.temperature = 1;
+            r->sampling.top_p = 1;
+            r->top_logprobs = 5;
+            r->max_tokens = 1;
+        } else {
+            char *a1 = NULL;
+            if (turn == 2 && !(a1 = utf8_clean(s->a1 ? s->a1 : ""))) {
+                rc = nomem(e);
+                break;
+            }
+            if (a1) {
+                free(s->a1);
+                s->a1 = a1;
+            }
+            struct eval_mt_fill fill = {
+                .q1 = q->text, .a1 = turn == 2 ? s->a1 : s->answer, .r1 = q->reference};
+            if (turn == 2) {
+                fill.q2 = q->text2;
+                fill.a2 = s->answer;
+                fill.r2 = q->reference2;
+            }
+            const char *cat = env->j->per_category ? q->category : "";
+            if (env->j->per_category && eval_mt_needs_ref(cat) &&
+                (!q->reference || (turn == 2 && !q->reference2)))
+                cat = ""; /* no reference answer: the general prompt */
+            if ((rc = eval_mt_judge_messages(env->j->prompts, cat, turn, &fill, &s->jsys, &s->juser,
+                                             e)))
+                break;
+        }
+        jm[2 * nr] = (struct backend_message){BACKEND_SYSTEM, s->jsys};
+        jm[2 * nr + 1] = (struct backend_message){BACKEND_USER, s->juser};
+        r->messages = &jm[2 * nr];
+        r->n_messages = 2;
         E.idx[nr++] = k;
     }
     if (rc)
@@ -788,9 +955,19 @@ static int eval_impl(struct search_env *env, struct align_set *const *sets, size
         scores[k] = src->score;
         if (ptoks)
             ptoks[k] = src->ptoks;
+        if (lens && src->answer) {
+            char *c = utf8_clean(src->answer);
+            if (!c) {
+                rc = nomem(e);
+                break;
+            }
+            lens[k] = eval_utf8_len(c);
+            free(c);
+        }
     }
 out:
     for (size_t k = 0; E.slots && k < n; k++) {
+        free(E.slots[k].a1);
         free(E.slots[k].answer);
         free(E.slots[k].prompt);
         free(E.slots[k].jsys);
@@ -806,7 +983,16 @@ out:
 
 int search_eval(struct search_env *env, struct align_set *const *sets, size_t n_sets, size_t n_q,
                 double *scores, struct ica_error *e) {
-    return eval_impl(env, sets, n_sets, n_q, scores, NULL, e);
+    return eval_impl(env, sets, n_sets, n_q, 1, scores, NULL, NULL, e);
+}
+
+int search_eval_turn(struct search_env *env, struct align_set *const *sets, size_t n_sets,
+                     size_t n_q, int turn, double *scores, size_t *lens, struct ica_error *e) {
+    if (turn != 1 && turn != 2)
+        return ica_seterr(e, ICA_ERR_ARG, "search: turn %d (1 or 2)", turn);
+    if (turn == 2 && env->j->ae_template)
+        return ica_seterr(e, ICA_ERR_ARG, "search: AlpacaEval has one turn");
+    return eval_impl(env, sets, n_sets, n_q, turn, scores, NULL, lens, e);
 }
 
 /* ==== greedy forward selection ==== */
@@ -942,7 +1128,7 @@ int search_greedy(struct search_env *env, const struct search_greedy_opts *o,
     struct align_set *cur = NULL;
     if ((rc = search_compose(o->base, o->pool, NULL, 0, o->after, &cur, e)))
         goto out;
-    rc = eval_impl(env, &cur, 1, nv, sc, NULL, e);
+    rc = eval_impl(env, &cur, 1, nv, 1, sc, NULL, NULL, e);
     align_set_free(cur);
     if (rc)
         goto out;
@@ -1010,7 +1196,7 @@ int search_greedy(struct search_env *env, const struct search_greedy_opts *o,
         for (;;) {
             for (size_t i = 0; i < n_surv; i++)
                 ss[i] = sets[surv[i]];
-            if ((rc = eval_impl(env, ss, n_surv, nq, ssc, stk, e)))
+            if ((rc = eval_impl(env, ss, n_surv, nq, 1, ssc, stk, NULL, e)))
                 break;
             S->evals += (uint64_t)n_surv * nq;
             for (size_t i = 0; i < n_surv; i++) {

@@ -51,7 +51,7 @@ cat >"$tmp/val.jsonl" <<'EOF'
 EOF
 
 cat >"$tmp/fake.py" <<'PY'
-import json, sys, threading
+import hashlib, json, math, sys, threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 log = open(sys.argv[2], "a")
 lock = threading.Lock()
@@ -62,9 +62,16 @@ class H(BaseHTTPRequestHandler):
         user = body["messages"][-1]["content"]
         a = user.split("[The Start of Assistant's Answer]\n", 1)[-1].split("\n[The End of Assistant's Answer]", 1)[0]
         k = 1 + sum(a.encode()) % 9
+        # one line per request: the sha256 of its messages (tests compare prompts with it)
+        h = hashlib.sha256(json.dumps(body["messages"], sort_keys=True).encode()).hexdigest()
         with lock:
-            log.write("1\n"); log.flush()
+            log.write(h + "\n"); log.flush()
         ch = {"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "Rating: [[%d]]" % k}}
+        if body.get("logprobs"):  # AlpacaEval annotator: P(M) = k/10 from the whole prompt
+            pm = (1 + sum(user.encode()) % 9) / 10.0
+            top = [{"token": "M", "logprob": math.log(pm)}, {"token": "m", "logprob": math.log(1 - pm)}]
+            ch["message"]["content"] = "M"
+            ch["logprobs"] = {"content": [{"token": "M", "logprob": top[0]["logprob"], "top_logprobs": top}]}
         out = json.dumps({"id": "x", "object": "chat.completion", "model": body["model"], "choices": [ch],
                           "usage": {"prompt_tokens": 10, "completion_tokens": 3, "total_tokens": 13}}).encode()
         self.send_response(200)
@@ -192,4 +199,111 @@ before=$(calls)
     --variants correct,circular_shift,no_answer,random_answer,unsupervised --answer-pool "$tmp/answers.jsonl" \
     --out "$tmp/full" >/dev/null 2>&1 || fail "ablate rerun"
 [ "$(calls)" -eq "$before" ] || fail "ablate rerun called the judge"
+# --- --help explains every flag of each command and has an example (the option tables are read
+# from the sources next to this script)
+src=$(cd "$(dirname "$0")/../../src/cli" 2>/dev/null && pwd)
+if [ -n "$src" ] && [ -f "$src/search_cli.h" ]; then
+    shared_flags=$(cat "$src/search_cli.h" "$src/cli.h" | tr -d '\\\n' |
+        grep -o 'XP_LONGOPTS.*' | grep -o '{ *"[a-z-]*"' | grep -o '[a-z-]*' | sort -u)
+    for c in search sweep ablate; do
+        "$bin" $c --help >"$tmp/help" || fail "$c --help"
+        own=$(grep -o '{"[a-z-]*", *[a-z_]*argument' "$src/cmd_$c.c" | grep -o '"[a-z-]*"' | tr -d '"')
+        for f in $own $shared_flags; do
+            grep -q -- "--$f\b" "$tmp/help" || fail "$c --help does not explain --$f"
+        done
+        grep -A3 "^Example" "$tmp/help" | grep -q "icalign $c " || fail "$c --help has no example"
+    done
+fi
+
+# --- sweep --bench mt-bench: turn 1, turn 2 (after the model's own turn-1 answer) and overall;
+# the same answers and judge prompts as icalign answer + icalign judge, the same scores as
+# icalign score
+mt=(-m "$model" -c 2048 --max-tokens 4 --judge-base-url "$url" --judge-name fake
+    --base-demos "$tmp/base.txt" --pool "$tmp/pool.jsonl" --family random --n 1,2 --limit 2)
+"$bin" sweep "${mt[@]}" --bench mt-bench --val x.jsonl --out "$tmp/mt" >/dev/null 2>&1
+[ $? -eq 2 ] || fail "--bench with --val accepted"
+"$bin" sweep "${mt[@]}" --bench nope --out "$tmp/mt" >/dev/null 2>&1; [ $? -eq 2 ] || fail "--bench nope accepted"
+: >"$tmp/calls"
+"$bin" sweep "${mt[@]}" --bench mt-bench --out "$tmp/mt" >"$tmp/outm" 2>"$tmp/err" ||
+    { cat "$tmp/err" "$tmp/outm"; fail "sweep --bench mt-bench"; }
+grep -q "turn 1   turn 2  overall" "$tmp/outm" || { cat "$tmp/outm"; fail "mt-bench table header"; }
+[ "$(head -1 "$tmp/mt/sweep-random.csv")" = "set,score,ci_low,ci_high,n_rated,n_questions,turn1,turn2" ] ||
+    fail "mt-bench csv header"
+# 2 sets x 2 questions x 2 turns, judged with the multi-turn prompt for turn 2
+[ "$(calls)" -eq 8 ] || fail "mt-bench sweep: $(calls) judge calls, expected 8"
+[ "$(db "$tmp/mt/icalign.db" "select count(*) from generations where turn=2")" = 4 ] || fail "turn-2 generations"
+[ "$(db "$tmp/mt/icalign.db" "select count(*) from judgments where prompt_name='single-v1-multi-turn'")" = 4 ] ||
+    fail "turn-2 judgments"
+grep -q "^| set | overall | 95% CI | rated | questions | turn1 | turn2 |" "$tmp/mt/report.md" ||
+    { cat "$tmp/mt/report.md"; fail "mt-bench report.md table"; }
+cp "$tmp/calls" "$tmp/calls_sweep"
+"$bin" answer --bench mt-bench --limit 2 --demos "$tmp/mt/sets/random-2.txt" -m "$model" -c 2048 \
+    --max-tokens 4 -q --out "$tmp/ans" >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "answer"; }
+"$bin" judge --bench mt-bench --answers "$tmp/ans" --base-url "$url" -m fake -q >/dev/null 2>"$tmp/err" ||
+    { cat "$tmp/err"; fail "judge"; }
+"$bin" score --run "$tmp/ans" --json >"$tmp/score.json" 2>"$tmp/err" || { cat "$tmp/err"; fail "score"; }
+# every judge prompt of icalign judge (4: 2 questions x 2 turns) was one the sweep sent
+[ "$(sort -u "$tmp/calls" | wc -l)" -eq "$(sort -u "$tmp/calls_sweep" | wc -l)" ] ||
+    fail "icalign judge sent prompts the sweep did not"
+python3 - "$tmp/mt" "$tmp/ans" "$tmp/score.json" <<'PY' || fail "mt-bench sweep differs from answer + judge + score"
+import csv, hashlib, json, sqlite3, sys
+mt, ans, sc = sys.argv[1:]
+rows = {r["set"]: r for r in csv.DictReader(open(mt + "/sweep-random.csv"))}
+for r in rows.values():  # every answer rated: overall = mean of the two turn means
+    assert r["n_rated"] == "4", r
+    assert abs(float(r["score"]) - (float(r["turn1"]) + float(r["turn2"])) / 2) < 1e-5, r
+def answers(path, where):  # {(question id, turn): cleaned answer bytes}
+    db = sqlite3.connect(path + "/icalign.db")
+    db.text_factory = bytes
+    q = ("select i.data, g.turn, g.cleaned from generations g join items i on i.run_id=g.run_id "
+         "and i.item_id=g.item_id join runs r on r.id=g.run_id where r.kind='answer' " + where)
+    key = lambda d: str(d.get("question_id", d.get("id")))
+    return {(key(json.loads(i)), t): c for i, t, c in db.execute(q)}
+sha = hashlib.sha256(open(mt + "/sets/random-2.txt", "rb").read()).hexdigest()
+got = answers(mt, "and r.demos_sha256='%s'" % sha)
+ref = answers(ans, "")
+assert len(ref) == 4 and got == ref, (got, ref)
+s = json.load(open(sc))[0]
+r = rows["random-2"]
+for k, v in (("turn1", "turn1"), ("turn2", "turn2"), ("overall", "score")):
+    assert abs(s[k] - float(r[v])) < 1e-5, (k, s[k], r[v])
+PY
+"$bin" sweep "${mt[@]}" --bench mt-bench --out "$tmp/mt" >"$tmp/outm2" 2>&1 || fail "mt-bench rerun"
+grep -q "judge calls         0 new" "$tmp/outm2" || { cat "$tmp/outm2"; fail "mt-bench rerun judged again"; }
+"$bin" search "${mt[@]:0:10}" --bench alpaca-eval --out "$tmp/mt" >/dev/null 2>&1
+[ $? -eq 2 ] || fail "search --bench alpaca-eval accepted"
+
+# --- sweep --bench alpaca-eval: LC win rate and win rate against the reference outputs, as
+# icalign answer + judge + score compute them
+if [ -f "$shared/data/alpaca_eval/reference_outputs/alpaca_eval_gpt4_baseline.json" ]; then
+    : >"$tmp/calls"
+    "$bin" sweep "${mt[@]}" --limit 3 --bench alpaca-eval --out "$tmp/ae" >"$tmp/outae" 2>"$tmp/err" ||
+        { cat "$tmp/err" "$tmp/outae"; fail "sweep --bench alpaca-eval"; }
+    grep -q "LC wr %" "$tmp/outae" || { cat "$tmp/outae"; fail "alpaca-eval table"; }
+    [ "$(head -1 "$tmp/ae/sweep-random.csv")" = "set,score,ci_low,ci_high,n_rated,n_questions,win_rate" ] ||
+        fail "alpaca-eval csv header"
+    [ "$(db "$tmp/ae/icalign.db" "select count(*) from judgments where prompt_name='weighted_alpaca_eval_gpt4_turbo' and preference is not null")" = 6 ] ||
+        fail "alpaca-eval judgments"
+    [ -s "$tmp/ae/sweep-random.svg" ] && xmlok "$tmp/ae/sweep-random.svg" || fail "alpaca-eval svg"
+    cp "$tmp/calls" "$tmp/calls_sweep"
+    "$bin" answer --bench alpaca-eval --limit 3 --demos "$tmp/ae/sets/random-2.txt" -m "$model" -c 2048 \
+        --max-tokens 4 -q --out "$tmp/aans" >/dev/null 2>"$tmp/err" || { cat "$tmp/err"; fail "answer ae"; }
+    "$bin" judge --bench alpaca-eval --answers "$tmp/aans" --base-url "$url" -m fake -q >/dev/null 2>"$tmp/err" ||
+        { cat "$tmp/err"; fail "judge ae"; }
+    [ "$(sort -u "$tmp/calls" | wc -l)" -eq "$(sort -u "$tmp/calls_sweep" | wc -l)" ] ||
+        fail "icalign judge (alpaca-eval) sent prompts the sweep did not"
+    "$bin" score --run "$tmp/aans" --json >"$tmp/score.json" 2>"$tmp/err" || { cat "$tmp/err"; fail "score ae"; }
+    python3 - "$tmp/ae" "$tmp/score.json" <<'PY' || fail "alpaca-eval sweep differs from icalign score"
+import csv, json, math, sys
+ae, sc = sys.argv[1:]
+r = {r["set"]: r for r in csv.DictReader(open(ae + "/sweep-random.csv"))}["random-2"]
+s = json.load(open(sc))[0]
+assert r["n_rated"] == "3" and abs(float(r["win_rate"]) - s["win_rate"]) < 1e-4, (r, s)
+lc = s.get("length_controlled_winrate")
+if lc is None:
+    assert r["score"] == "", r
+else:
+    assert abs(float(r["score"]) - lc) < 1e-4, (r, s)
+PY
+fi
 echo "search.sh: all good"
