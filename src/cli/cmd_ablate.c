@@ -26,8 +26,10 @@ static void help(FILE *fp) {
             "                      (-m MODEL.gguf | --base-url URL -m NAME) --out RUN_DIR\n\n"
             "The QA-matching experiment: the demonstration set and its ablated variants are\n"
             "each used to answer the validation questions, the answers judged, and one table\n"
-            "printed (RUN_DIR/ablate.csv; sets in RUN_DIR/sets/). Answers and judgments are\n"
-            "cached in RUN_DIR/icalign.db (shared with search and sweep).\n\n"
+            "printed (RUN_DIR/ablate.csv; sets in RUN_DIR/sets/; bar chart RUN_DIR/ablate.svg;\n"
+            "summary and cost counters RUN_DIR/report.md). Answers and judgments are cached in\n"
+            "RUN_DIR/icalign.db (shared with search and sweep). --bench mt-bench / alpaca-eval\n"
+            "score the variants as sweep does (turn 1, turn 2, overall / LC win rate).\n\n"
             "Variants (queries, order and header unchanged; only answers change):\n"
             "  correct          the set as is\n"
             "  circular_shift   demo i gets the answer of demo i+SHIFT (mod n)\n"
@@ -49,10 +51,14 @@ static void help(FILE *fp) {
             "%s"
             "  -q, --quiet             no progress messages\n"
             "  -h, --help              this text\n\n"
-            "Example:\n"
+            "Examples:\n"
             "  icalign ablate --variants correct,circular_shift,random_answer,no_answer \\\n"
             "      --answer-pool answers.jsonl -m base.gguf --judge-base-url URL \\\n"
-            "      --judge-name gpt-4 --out runs/ablate1\n",
+            "      --judge-name gpt-4 --out runs/ablate1\n"
+            "  # urial_plus_3's shift direction, both MT-Bench turns, 20 questions\n"
+            "  icalign ablate --demos urial.plus.best_4.txt --variants correct,circular_shift \\\n"
+            "      --shift -1 --bench mt-bench --limit 20 -m base.gguf \\\n"
+            "      --judge-model judge.gguf --out runs/ablate1\n",
             xp_help(), cli_backend_opts_help());
 }
 

@@ -26,7 +26,10 @@ static void help(FILE *fp) {
             "answer and judgment is cached in RUN_DIR/icalign.db: rerunning, raising --steps\n"
             "or changing the pool redoes nothing already stored, and a killed search resumes.\n"
             "Writes RUN_DIR/chosen.txt (URIAL prompt file of the final set), RUN_DIR/search.csv\n"
-            "(every candidate's score at every step) and the store's search_steps rows.\n\n"
+            "(every candidate's score at every step), RUN_DIR/search.svg (score after each\n"
+            "step), RUN_DIR/report.md (steps and the cost counters: generations, judge calls,\n"
+            "prefill tokens computed vs the naive count) and the store's search_steps rows.\n"
+            "Scores are the mean first-turn judge rating (--bench alpaca-eval: use sweep).\n\n"
             "Search:\n"
             "  --pool FILE             candidates: JSONL pool ({\"query\",\"answer\",\"id\",\n"
             "                          \"source\"} lines) or a URIAL prompt file\n"
@@ -43,10 +46,13 @@ static void help(FILE *fp) {
             "%s"
             "  -q, --quiet             no progress messages\n"
             "  -h, --help              this text\n\n"
-            "Example:\n"
+            "Examples:\n"
             "  icalign search --pool my_pool.jsonl --steps 3 --halving -m base.gguf -c 8192 \\\n"
             "      --judge-base-url https://api.openai.com/v1 --judge-name gpt-4-turbo \\\n"
-            "      --out runs/search1\n",
+            "      --out runs/search1\n"
+            "  # one step on 10 MT-Bench questions, short answers, local judge\n"
+            "  icalign search --pool my_pool.jsonl --steps 1 --always-take --limit 10 \\\n"
+            "      --max-tokens 256 -m base.gguf -t 8 --judge-model judge.gguf --out runs/s2\n",
             xp_help(), cli_backend_opts_help());
 }
 
