@@ -176,7 +176,7 @@ static void x_range(struct frame *f, const struct report_point *p, size_t n) {
 static void svg_open(struct report_buf *b, const struct report_chart *c, const char *kind) {
     report_buf_printf(b,
                       "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
-                      "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"ica-chart ica-%s\" "
+                      "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"ica-chart ica-chart-%s\" "
                       "width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" "
                       "font-family=\"sans-serif\" font-size=\"12\">\n",
                       kind, W, H, W, H);

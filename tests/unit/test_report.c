@@ -99,6 +99,30 @@ static const struct report_chart CH = {"Score <vs> N & \"more\"", "N (demos)", "
 typedef int (*chart_fn)(struct report_buf *, const struct report_chart *,
                         const struct report_point *, size_t);
 
+/* No class of the root <svg> element is styled by the chart's own <style>: a rule meant for one
+ * element (".ica-line{fill:none;stroke:...}") would otherwise be inherited by every text and
+ * shape (it made Chromium draw all text of the line chart in blue outline). */
+static void check_root_classes(const char *svg) {
+    const char *r = strstr(svg, "<svg ");
+    assert_non_null(r);
+    const char *c = strstr(r, "class=\"");
+    assert_non_null(c);
+    assert_true(c < strchr(r, '>'));
+    c += 7;
+    while (*c && *c != '"') {
+        size_t n = strcspn(c, " \"");
+        char sel[80];
+        assert_true(n > 0 && n < 60);
+        snprintf(sel, sizeof sel, ".%.*s{", (int)n, c);
+        assert_null(strstr(svg, sel));
+        snprintf(sel, sizeof sel, ".%.*s,", (int)n, c);
+        assert_null(strstr(svg, sel));
+        c += n;
+        while (*c == ' ')
+            c++;
+    }
+}
+
 static void check_chart(chart_fn fn, const char *cls) {
     struct report_buf a = {0}, b = {0};
     assert_int_equal(fn(&a, &CH, PTS, 4), 0);
@@ -107,6 +131,7 @@ static void check_chart(chart_fn fn, const char *cls) {
     assert_int_equal(a.len, b.len);
     assert_memory_equal(a.data, b.data, a.len); /* deterministic */
     assert_true(xml_check(a.data) > 5);
+    check_root_classes(a.data);
     assert_non_null(strstr(a.data, "Score &lt;vs&gt; N &amp; &quot;more&quot;"));
     assert_null(strstr(a.data, "<vs>"));
     assert_null(strstr(a.data, "nan"));
