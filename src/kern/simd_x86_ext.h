@@ -21,21 +21,32 @@ TGT static inline __m256i xe_madd_acc(__m256i acc, __m256i p, __m256i s) {
 #endif
 }
 
-/* Scale vector of a 32-quant chunk: int16 lo in lanes 0..3 (bytes 0..15),
- * hi in lanes 4..7 (bytes 16..31). */
-TGT static inline __m256i xe_sc2(int lo, int hi) {
-    return _mm256_set_m128i(_mm_set1_epi16((short)hi), _mm_set1_epi16((short)lo));
+/* The scale vectors of the 8 chunks of 32 quants from 16 int16 scales
+ * s16 = [s0..s7 | s8..s15] (one per 16 quants): chunk c gets s[2c] in
+ * lanes 0..3 (bytes 0..15) and s[2c+1] in lanes 4..7. */
+TGT static inline void xe_sc16_chunks(__m256i s16, __m256i sc[8]) {
+    const __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00);
+    const __m256i hi = _mm256_permute2x128_si256(s16, s16, 0x11);
+    for (int k = 0; k < 4; k++) {
+        const __m256i idx =
+            _mm256_set_m128i(_mm_set1_epi16((short)(0x0100 * (4 * k + 3) + 4 * k + 2)),
+                             _mm_set1_epi16((short)(0x0100 * (4 * k + 1) + 4 * k)));
+        sc[k] = _mm256_shuffle_epi8(lo, idx);
+        sc[k + 4] = _mm256_shuffle_epi8(hi, idx);
+    }
 }
 
-/* Q4_K / Q5_K 12 scale bytes as 8 six-bit scales (out[0..7]) and 8 mins
- * (out[8..15]), get_scale_min_k4's layout. */
-static inline void xe_k4_scales(const uint8_t *s, uint8_t out[16]) {
-    for (int j = 0; j < 4; j++) {
-        out[j] = s[j] & 63;
-        out[8 + j] = s[j + 4] & 63;
-        out[4 + j] = (uint8_t)((s[j + 8] & 0x0f) | ((s[j] >> 6) << 4));
-        out[12 + j] = (uint8_t)((s[j + 8] >> 4) | ((s[j + 4] >> 6) << 4));
-    }
+/* Q4_K / Q5_K 12 scale bytes as 8 six-bit scales (bytes 0..7) and 8 mins
+ * (bytes 8..15), get_scale_min_k4's layout. Built in registers: a vector
+ * load of bytes just stored one by one would stall on store forwarding. */
+TGT static inline __m128i xe_k4_scales(const uint8_t *s) {
+    uint32_t u[3];
+    memcpy(u, s, 12);
+    const uint32_t m6 = 0x3f3f3f3fu, m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
+    const uint32_t sc03 = u[0] & m6, mn03 = u[1] & m6;
+    const uint32_t sc47 = (u[2] & m4) | (((u[0] >> 6) & m2) << 4);
+    const uint32_t mn47 = ((u[2] >> 4) & m4) | (((u[1] >> 6) & m2) << 4);
+    return _mm_setr_epi32((int)sc03, (int)sc47, (int)mn03, (int)mn47);
 }
 
 /* sum over j < 8 of mn[j] * (bsums[2j] + bsums[2j+1]) (mn as int16). */
@@ -74,11 +85,12 @@ TGT static inline void xe_q5k_unpack(const blk_q5_K *b, struct xe_q5k *u) {
         u->q[2 * c2] = _mm256_or_si256(_mm256_and_si256(v, m4), h0);
         u->q[2 * c2 + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), h1);
     }
-    uint8_t sm[16];
-    xe_k4_scales(b->scales, sm);
-    for (int c = 0; c < 8; c++)
-        u->sc[c] = _mm256_set1_epi16(sm[c]);
-    u->mn = _mm_cvtepu8_epi16(_mm_loadl_epi64((const __m128i *)(sm + 8)));
+    const __m128i v = xe_k4_scales(b->scales);
+    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+    for (int c = 0; c < 8; c++) /* int16 c in every lane */
+        u->sc[c] =
+            _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 * (2 * c + 1) + 2 * c)));
+    u->mn = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
 }
 
 TGT static inline __m256i xe_q5k_lanes(const struct xe_q5k *u, const int8_t *q8) {
@@ -145,8 +157,8 @@ struct xe_q3k {
     __m256i sc[8]; /* scales of chunk c's two halves, int16 */
 };
 
-/* The 16 six-bit scales minus 32. */
-static inline void xe_q3k_scales(const uint8_t *s, int8_t out[16]) {
+/* The 16 six-bit scales minus 32, as int16 [s0..s7 | s8..s15]. */
+TGT static inline __m256i xe_q3k_scales(const uint8_t *s) {
     uint32_t a[3], r[4];
     memcpy(a, s, 12);
     const uint32_t m4 = 0x0f0f0f0fu, m2 = 0x03030303u;
@@ -154,10 +166,9 @@ static inline void xe_q3k_scales(const uint8_t *s, int8_t out[16]) {
     r[1] = (a[1] & m4) | (((a[2] >> 2) & m2) << 4);
     r[2] = ((a[0] >> 4) & m4) | (((a[2] >> 4) & m2) << 4);
     r[3] = ((a[1] >> 4) & m4) | (((a[2] >> 6) & m2) << 4);
-    uint8_t b[16];
-    memcpy(b, r, 16);
-    for (int j = 0; j < 16; j++)
-        out[j] = (int8_t)(b[j] - 32);
+    const __m128i v =
+        _mm_sub_epi8(_mm_setr_epi32((int)r[0], (int)r[1], (int)r[2], (int)r[3]), _mm_set1_epi8(32));
+    return _mm256_cvtepi8_epi16(v);
 }
 
 TGT static inline void xe_q3k_unpack(const blk_q3_K *b, struct xe_q3k *u) {
@@ -176,10 +187,7 @@ TGT static inline void xe_q3k_unpack(const blk_q3_K *b, struct xe_q3k *u) {
             u->ax[c] = _mm256_sign_epi8(q, q);
         }
     }
-    int8_t sc[16];
-    xe_q3k_scales(b->scales, sc);
-    for (int c = 0; c < 8; c++)
-        u->sc[c] = xe_sc2(sc[2 * c], sc[2 * c + 1]);
+    xe_sc16_chunks(xe_q3k_scales(b->scales), u->sc);
 }
 
 /* Lanes of sc * (|q| . sign(q8, q)): exact, q8 is never -128. */
@@ -255,10 +263,7 @@ TGT static inline void xe_q2k_unpack(const blk_q2_K *b, struct xe_q2k *u) {
     const __m128i lo = _mm_and_si128(sv, _mm_set1_epi8(0x0f));
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(sv, 4), _mm_set1_epi8(0x0f));
     u->mn = _mm256_cvtepu8_epi16(hi);
-    uint8_t sc[16];
-    _mm_storeu_si128((__m128i *)sc, lo);
-    for (int c = 0; c < 8; c++)
-        u->sc[c] = xe_sc2(sc[2 * c], sc[2 * c + 1]);
+    xe_sc16_chunks(_mm256_cvtepu8_epi16(lo), u->sc);
 }
 
 TGT static inline float xe_q2k_block(const blk_q2_K *b, const struct xe_q2k *u, const blk_q8_K *y) {
