@@ -60,6 +60,7 @@ test-neon:
 	    src/kern/*.c src/common/*.c tests/unit/test_kern_simd.c -lm -lpthread -static \
 	    -o build-neon/test_kern_simd
 	$(NEON_RUN) build-neon/test_kern_simd
+	ICALIGN_NEON_DOTPROD=0 $(NEON_RUN) build-neon/test_kern_simd
 	ICALIGN_SIMD=scalar $(NEON_RUN) build-neon/test_kern_simd
 
 format:
