@@ -178,6 +178,14 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
                 o->gemm8(m->n_cols, pack, m->act + (size_t)tb0 * m->ars, m->ars, tb1 - tb0,
                          &m->y[tb0 * m->n_rows + r], m->n_rows);
             }
+        if (m->sg && o->sgemm44)
+            for (; r + 4 <= r1; r += 4)
+                for (int64_t t = tb0; t < tb1; t += 4) {
+                    const int nt = (int)(tb1 - t < 4 ? tb1 - t : 4);
+                    o->sgemm44(m->n_cols, m->w + (size_t)r * m->wrs, m->wrs,
+                               m->act + (size_t)t * m->ars, m->ars, nt, &m->y[t * m->n_rows + r],
+                               m->n_rows);
+                }
         if (o->tile4 && !m->sg)
             for (; r + 4 <= r1; r += 4)
                 for (int64_t t = tb0; t < tb1; t += 4) {

@@ -52,8 +52,9 @@ struct kern_ops {
     kern_pack8_fn pack8;      /* packed 8-row tiles (NULL: none) */
     kern_gemm8_fn gemm8;
     kern_pack_bytes_fn pack_bytes;
-    int pack_rows;       /* rows per packed tile (8 or 16) */
-    kern_dot4_fn sgemm4; /* F32/F16/BF16: llamafile sgemm order (n_tok > 1), NULL: scalar */
+    int pack_rows;         /* rows per packed tile (8 or 16) */
+    kern_dot4_fn sgemm4;   /* F32/F16/BF16: llamafile sgemm order (n_tok > 1), NULL: scalar */
+    kern_tile4_fn sgemm44; /* the same order, 4 rows x up to 4 tokens (NULL: sgemm4) */
     /* Weights repacked once (kern_repack, at model load): tiles of rp_rows
      * rows with row r in int32 lane r and the quants still packed (the same
      * bytes per weight as the source), rp_bytes(n) bytes a tile. rp_pack

@@ -969,6 +969,7 @@ TGT static void SFX(sgemm4_bf16)(int64_t n, const void *vx, const void *vy, size
 
 #include "simd_x86_ext.h"
 #include "simd_x86_rp.h"
+#include "simd_x86_sgemm.h"
 
 /* ------------------------------------------------------------- table */
 
@@ -1014,4 +1015,5 @@ static void SFX(fill)(struct kern_ops *ops) {
     ops[ICA_Q6_K].dot4 = SFX(dot4_q6_K);
     SFX(fill_ext)(ops);
     SFX(fill_rp)(ops);
+    SFX(fill_sgemm)(ops);
 }
