@@ -29,7 +29,6 @@ if [ -z "$models" ]; then
     models=build/bench-models/tinyllama-1.1b-q4_0.gguf
     [ -f "$models" ] || "$bin" synth --preset tinyllama-1.1b --type q4_0 -o "$models" >&2
 fi
-ids=$(seq -s, 1 "$P")
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
@@ -44,8 +43,8 @@ mean() {
 echo "# $(uname -m), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //')," \
     "$(nproc) CPUs, $(date -u +%Y-%m-%dT%H:%MZ)"
 echo "# icalign level: ${ICALIGN_SIMD:-best}; llama-bench: ${lb:-absent}"
-echo "# icalign: generate --ids 1..$P -n 1 (pp) and --ids 1 -n $N (tg), --ignore-eos --kv-type f16 -t T;" \
-    "llama.cpp: llama-bench -p $P -n $N -r 1 -t T; $reps interleaved runs each"
+echo "# icalign bench -p $P -n $N -r 1 -t T --kv-type f16; llama.cpp: llama-bench -p $P -n $N -r 1 -t T;" \
+    "$reps interleaved runs each"
 echo
 echo "| model | threads | test | icalign t/s | llama.cpp t/s | ratio |"
 echo "|---|---:|---|---:|---:|---:|"
@@ -59,12 +58,10 @@ for m in $models; do
         while [ "$r" -lt "$reps" ]; do
             # pp: the prompt of P tokens; tg: N tokens after a 1-token prompt
             # (llama-bench's tg runs on an empty context too)
-            line=$("$bin" generate -m "$m" --ids "$ids" -n 1 --ignore-eos -t "$t" \
-                --kv-type f16 -c $((P + 64)) 2>&1 >/dev/null | grep 'tok/s' | tail -1)
-            echo "$line" | sed -n 's/.*prompt [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1/p' >>"$tmp/i_pp"
-            line=$("$bin" generate -m "$m" --ids 1 -n "$N" --ignore-eos -t "$t" \
-                --kv-type f16 -c $((N + 64)) 2>&1 >/dev/null | grep 'tok/s' | tail -1)
-            echo "$line" | sed -n 's/.*generated [0-9]* tokens in [0-9.]* s (\([0-9.]*\) tok\/s).*/\1/p' >>"$tmp/i_tg"
+            # icalign bench: the same two tests as llama-bench (empty context, -r 1)
+            "$bin" bench -m "$m" -p "$P" -n "$N" -r 1 -t "$t" --kv-type f16 2>/dev/null |
+                awk -F'|' -v pp="$tmp/i_pp" -v tg="$tmp/i_tg" '$7 ~ /pp[0-9]/ || $7 ~ /tg[0-9]/ {
+                    split($8, a, " "); if ($7 ~ /pp/) print a[1] >> pp; else print a[1] >> tg }'
             if [ -n "$lb" ]; then
                 # csv: ..., n_prompt, n_gen, n_depth, test_time, avg_ns, stddev_ns, avg_ts, stddev_ts
                 "$lb" -m "$m" -t "$t" -p "$P" -n "$N" -r 1 -o csv 2>/dev/null |

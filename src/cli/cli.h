@@ -28,6 +28,8 @@ int cmd_chat(int argc, char **argv);
 int cmd_pull(int argc, char **argv);
 int cmd_synth(int argc, char **argv);
 int cmd_bench(int argc, char **argv);
+/* bench without --workload: llama-bench-like pp/tg speed (bench_speed.c). */
+int cmd_bench_speed(int argc, char **argv);
 int cmd_complete(int argc, char **argv);
 int cmd_serve(int argc, char **argv);
 int cmd_search(int argc, char **argv);

@@ -97,6 +97,13 @@ static char **load_questions(const char *path, long limit, size_t *n) {
 }
 
 int cmd_bench(int argc, char **argv) {
+    /* without --workload: prompt/generation speed like llama-bench */
+    bool has_workload = false;
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--workload", 10))
+            has_workload = true;
+    if (!has_workload)
+        return cmd_bench_speed(argc, argv);
     struct cli_model_opts mo;
     cli_model_opts_init(&mo);
     const char *workload = "urial", *demos = NULL, *qpath = NULL;
