@@ -284,6 +284,7 @@ static void repack_one(struct model *m, struct model_weight *w, void *ud) {
     kern_repack(w->type, w->data, w->t->ne[1], w->t->ne[0], p);
     w->rp = p;
     m->rp_bytes += n;
+    release_source(w); /* at once: the peak stays near one copy of the weights */
 }
 
 static void free_one(struct model *m, struct model_weight *w, void *ud) {
@@ -312,7 +313,6 @@ static int repack_weights(struct model *m, struct ica_error *err) {
         m->rp_bytes = 0;
         return ica_seterr(err, ICA_ERR_NOMEM, "%s: out of memory repacking the weights", m->path);
     }
-    for_each_matrix(m, release_one, NULL);
     return ICA_OK;
 }
 
