@@ -12,6 +12,20 @@
 
 /* ------------------------------------------------------------ helpers */
 
+/* K-quant weights are held in XE_NW vectors of xe_w: 8 chunks of 32 quants
+ * in ymm (AVX2), or 4 pairs of chunks (2k | 2k+1) in zmm (AVX-512). Lane l
+ * of a chunk is bytes 4l..4l+3 either way; with zmm the two halves' int32
+ * lanes are added at the end (exact), giving the reference's 8 lanes. */
+#if X86_512
+#define XE_NW 4
+typedef __m512i xe_w;
+typedef __mmask64 xe_neg; /* negative weight bytes (no VPSIGNB on zmm) */
+#else
+#define XE_NW 8
+typedef __m256i xe_w;
+typedef __m256i xe_neg; /* the signed weights themselves (for VPSIGNB) */
+#endif
+
 /* madd of int16 pairs p by int16 scales s, added to int32 lanes acc. */
 TGT static inline __m256i xe_madd_acc(__m256i acc, __m256i p, __m256i s) {
 #if X86_VNNI
@@ -21,10 +35,68 @@ TGT static inline __m256i xe_madd_acc(__m256i acc, __m256i p, __m256i s) {
 #endif
 }
 
-/* The scale vectors of the 8 chunks of 32 quants from 16 int16 scales
- * s16 = [s0..s7 | s8..s15] (one per 16 quants): chunk c gets s[2c] in
- * lanes 0..3 (bytes 0..15) and s[2c+1] in lanes 4..7. */
-TGT static inline void xe_sc16_chunks(__m256i s16, __m256i sc[8]) {
+/* 8 int32 lanes: sum over the chunks of sc * (4 products of unsigned
+ * weight bytes w by the activation bytes q8), exact. */
+TGT static inline __m256i xe_us_lanes(const xe_w *w, const xe_w *sc, const int8_t *q8) {
+#if X86_512
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i y = _mm512_loadu_si512((const void *)(q8 + 64 * k));
+        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(w[k], y), sc[k]);
+    }
+    return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+#else
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++)
+        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(w[c], loadu256(q8 + 32 * c)), sc[c]);
+    return acc;
+#endif
+}
+
+/* The same for signed weights: |w| times q8 negated where w < 0 (exact,
+ * q8 is never -128). */
+TGT static inline __m256i xe_ss_lanes(const xe_w *ax, const xe_neg *neg, const xe_w *sc,
+                                      const int8_t *q8) {
+#if X86_512
+    __m512i acc = _mm512_setzero_si512();
+    for (int k = 0; k < 4; k++) {
+        const __m512i y = _mm512_loadu_si512((const void *)(q8 + 64 * k));
+        const __m512i sy = _mm512_mask_sub_epi8(y, neg[k], _mm512_setzero_si512(), y);
+        acc = _mm512_dpwssd_epi32(acc, _mm512_maddubs_epi16(ax[k], sy), sc[k]);
+    }
+    return _mm256_add_epi32(_mm512_castsi512_si256(acc), _mm512_extracti64x4_epi64(acc, 1));
+#else
+    __m256i acc = _mm256_setzero_si256();
+    for (int c = 0; c < 8; c++) {
+        const __m256i sy = _mm256_sign_epi8(loadu256(q8 + 32 * c), neg[c]);
+        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(ax[c], sy), sc[c]);
+    }
+    return acc;
+#endif
+}
+
+TGT static inline void xe_signed(xe_w q, xe_w *ax, xe_neg *neg) {
+#if X86_512
+    *ax = _mm512_abs_epi8(q);
+    *neg = _mm512_movepi8_mask(q);
+#else
+    *ax = _mm256_sign_epi8(q, q);
+    *neg = q;
+#endif
+}
+
+/* Scale vectors from 16 int16 scales s16 = [s0..s7 | s8..s15], one per 16
+ * quants: chunk c takes s[2c] in lanes 0..3 and s[2c+1] in lanes 4..7. */
+TGT static inline void xe_sc16_chunks(__m256i s16, xe_w *sc) {
+#if X86_512
+    const __m512i s = _mm512_castsi256_si512(s16);
+    const __m512i base = _mm512_inserti64x4(
+        _mm512_castsi256_si512(_mm256_set_m128i(_mm_set1_epi16(1), _mm_set1_epi16(0))),
+        _mm256_set_m128i(_mm_set1_epi16(3), _mm_set1_epi16(2)), 1);
+    for (int k = 0; k < 4; k++) /* pair k: s[4k], s[4k+1] | s[4k+2], s[4k+3] */
+        sc[k] =
+            _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)(4 * k))), s);
+#else
     const __m256i lo = _mm256_permute2x128_si256(s16, s16, 0x00);
     const __m256i hi = _mm256_permute2x128_si256(s16, s16, 0x11);
     for (int k = 0; k < 4; k++) {
@@ -34,6 +106,22 @@ TGT static inline void xe_sc16_chunks(__m256i s16, __m256i sc[8]) {
         sc[k] = _mm256_shuffle_epi8(lo, idx);
         sc[k + 4] = _mm256_shuffle_epi8(hi, idx);
     }
+#endif
+}
+
+/* Scale vectors from 8 int16 scales s8 (lanes 0..7), one per chunk. */
+TGT static inline void xe_sc8_chunks(__m128i s8, xe_w *sc) {
+#if X86_512
+    const __m512i s = _mm512_castsi128_si512(s8);
+    const __m512i base = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(1), 1);
+    for (int k = 0; k < 4; k++) /* pair k: s[2k] | s[2k+1] */
+        sc[k] =
+            _mm512_permutexvar_epi16(_mm512_add_epi16(base, _mm512_set1_epi16((short)(2 * k))), s);
+#else
+    const __m256i s = _mm256_broadcastsi128_si256(s8);
+    for (int c = 0; c < 8; c++) /* int16 c in every lane */
+        sc[c] = _mm256_shuffle_epi8(s, _mm256_set1_epi16((short)(0x0100 * (2 * c + 1) + 2 * c)));
+#endif
 }
 
 /* Q4_K / Q5_K 12 scale bytes as 8 six-bit scales (bytes 0..7) and 8 mins
@@ -59,6 +147,13 @@ TGT static inline int xe_mins_pairs(const int16_t *bsums, __m128i mn) {
     return _mm_cvtsi128_si32(r);
 }
 
+#if X86_512
+/* [a | b] */
+TGT static inline __m512i xe_cat(__m256i a, __m256i b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+}
+#endif
+
 #define XE_Y(T, vy, ys, t) ((const T *)((const char *)(vy) + (size_t)(t) * (ys)))
 
 /* ------------------------------------------------------------ Q5_K */
@@ -67,17 +162,28 @@ TGT static inline int xe_mins_pairs(const int16_t *bsums, __m128i mn) {
  * unsigned q5 by q8), acc = fma(d, lane, acc); the mins go through one
  * scalar summs = fma(-y.d * dmin, mins, summs); hsum8(acc) + summs. */
 struct xe_q5k {
-    __m256i q[8];  /* chunk c (sub-block c): quants 0..31 */
-    __m256i sc[8]; /* scale of chunk c as int16 */
-    __m128i mn;    /* the 8 mins as int16 */
+    xe_w q[XE_NW];  /* chunk c (sub-block c): quants 0..31 */
+    xe_w sc[XE_NW]; /* scale of chunk c as int16 */
+    __m128i mn;     /* the 8 mins as int16 */
 };
 
 TGT static inline void xe_q5k_unpack(const blk_q5_K *b, struct xe_q5k *u) {
+    /* bit c of qh[l] is the fifth bit of quant l of chunk c */
+#if X86_512
+    const __m512i m4 = _mm512_set1_epi8(0x0f), one = _mm512_set1_epi8(1);
+    const __m256i h = loadu256(b->qh);
+    __m512i hb = xe_cat(h, _mm256_srli_epi16(h, 1));
+    for (int k = 0; k < 4; k++) {
+        const __m256i v = loadu256(b->qs + 32 * k);
+        const __m512i h5 = _mm512_slli_epi16(_mm512_and_si512(hb, one), 4);
+        hb = _mm512_srli_epi16(hb, 2);
+        u->q[k] = _mm512_or_si512(_mm512_and_si512(xe_cat(v, _mm256_srli_epi16(v, 4)), m4), h5);
+    }
+#else
     const __m256i m4 = _mm256_set1_epi8(0x0f), one = _mm256_set1_epi8(1);
     __m256i hb = loadu256(b->qh);
     for (int c2 = 0; c2 < 4; c2++) {
         const __m256i v = loadu256(b->qs + 32 * c2);
-        /* bit c of qh[l] is the fifth bit of quant l of chunk c */
         const __m256i h0 = _mm256_slli_epi16(_mm256_and_si256(hb, one), 4);
         hb = _mm256_srli_epi16(hb, 1);
         const __m256i h1 = _mm256_slli_epi16(_mm256_and_si256(hb, one), 4);
@@ -85,20 +191,13 @@ TGT static inline void xe_q5k_unpack(const blk_q5_K *b, struct xe_q5k *u) {
         u->q[2 * c2] = _mm256_or_si256(_mm256_and_si256(v, m4), h0);
         u->q[2 * c2 + 1] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), m4), h1);
     }
+#endif
     const __m128i v = xe_k4_scales(b->scales);
-    const __m256i s16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
-    for (int c = 0; c < 8; c++) /* int16 c in every lane */
-        u->sc[c] =
-            _mm256_shuffle_epi8(s16, _mm256_set1_epi16((short)(0x0100 * (2 * c + 1) + 2 * c)));
+    xe_sc8_chunks(_mm_cvtepu8_epi16(v), u->sc);
     u->mn = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
 }
 
-TGT static inline __m256i xe_q5k_lanes(const struct xe_q5k *u, const int8_t *q8) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int c = 0; c < 8; c++)
-        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(u->q[c], loadu256(q8 + 32 * c)), u->sc[c]);
-    return acc;
-}
+#define xe_q5k_lanes(u, q8) xe_us_lanes((u)->q, (u)->sc, (q8))
 
 TGT static void SFX(dot_q5_K)(int64_t n, float *s, const void *vx, const void *vy) {
     const blk_q5_K *x = vx;
@@ -152,9 +251,9 @@ TGT static void SFX(dot4_q5_K)(int64_t n, const void *vx, const void *vy, size_t
  * chunk c takes scale 2c (lanes 0..3) or 2c+1 (lanes 4..7); acc = fma(d,
  * lane, acc) with d = y.d * fp16(x.d), hsum8. */
 struct xe_q3k {
-    __m256i ax[8]; /* |q| of chunk c */
-    __m256i q[8];  /* q of chunk c (for the signs) */
-    __m256i sc[8]; /* scales of chunk c's two halves, int16 */
+    xe_w ax[XE_NW];    /* |q| */
+    xe_neg neg[XE_NW]; /* the signs */
+    xe_w sc[XE_NW];    /* scales of the chunks' halves, int16 */
 };
 
 /* The 16 six-bit scales minus 32, as int16 [s0..s7 | s8..s15]. */
@@ -171,34 +270,41 @@ TGT static inline __m256i xe_q3k_scales(const uint8_t *s) {
     return _mm256_cvtepi8_epi16(v);
 }
 
+/* Quants of chunk c = 4h + j: bits 2j..2j+1 of qs[32h + l]; minus 4 where
+ * bit c of hmask[l] is clear. */
 TGT static inline void xe_q3k_unpack(const blk_q3_K *b, struct xe_q3k *u) {
+#if X86_512
+    const __m512i m3 = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
+    const __m256i h = loadu256(b->hmask);
+    __m512i hb = xe_cat(h, _mm256_srli_epi16(h, 1));
+    for (int hh = 0; hh < 2; hh++) {
+        const __m256i v = loadu256(b->qs + 32 * hh);
+        __m512i z = xe_cat(v, _mm256_srli_epi16(v, 2));
+        for (int j2 = 0; j2 < 2; j2++) {
+            const int k = 2 * hh + j2;
+            const __m512i h4 = _mm512_slli_epi16(_mm512_andnot_si512(hb, one), 2);
+            hb = _mm512_srli_epi16(hb, 2);
+            const __m512i q = _mm512_sub_epi8(_mm512_and_si512(z, m3), h4);
+            z = _mm512_srli_epi16(z, 4);
+            xe_signed(q, &u->ax[k], &u->neg[k]);
+        }
+    }
+#else
     const __m256i m3 = _mm256_set1_epi8(3), one = _mm256_set1_epi8(1);
     __m256i hb = loadu256(b->hmask);
     for (int h = 0; h < 2; h++) {
         __m256i v = loadu256(b->qs + 32 * h);
         for (int j = 0; j < 4; j++) {
             const int c = 4 * h + j;
-            /* bit c of hmask[l] clear: minus 4 */
             const __m256i h4 = _mm256_slli_epi16(_mm256_andnot_si256(hb, one), 2);
             hb = _mm256_srli_epi16(hb, 1);
             const __m256i q = _mm256_sub_epi8(_mm256_and_si256(v, m3), h4);
             v = _mm256_srli_epi16(v, 2);
-            u->q[c] = q;
-            u->ax[c] = _mm256_sign_epi8(q, q);
+            xe_signed(q, &u->ax[c], &u->neg[c]);
         }
     }
+#endif
     xe_sc16_chunks(xe_q3k_scales(b->scales), u->sc);
-}
-
-/* Lanes of sc * (|q| . sign(q8, q)): exact, q8 is never -128. */
-TGT static inline __m256i xe_signed_lanes(const __m256i *ax, const __m256i *q, const __m256i *sc,
-                                          const int8_t *q8) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int c = 0; c < 8; c++) {
-        const __m256i sy = _mm256_sign_epi8(loadu256(q8 + 32 * c), q[c]);
-        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(ax[c], sy), sc[c]);
-    }
-    return acc;
 }
 
 TGT static void SFX(dot_q3_K)(int64_t n, float *s, const void *vx, const void *vy) {
@@ -210,7 +316,7 @@ TGT static void SFX(dot_q3_K)(int64_t n, float *s, const void *vx, const void *v
         pf(x + i);
         pf((const char *)(x + i) + 64);
         xe_q3k_unpack(&x[i], &u);
-        const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y[i].qs);
+        const __m256i l = xe_ss_lanes(u.ax, u.neg, u.sc, y[i].qs);
         const float d = y[i].d * h2f(x[i].d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
     }
@@ -230,7 +336,7 @@ TGT static void SFX(dot4_q3_K)(int64_t n, const void *vx, const void *vy, size_t
         const float dx = h2f(x[i].d);
         for (int t = 0; t < nt; t++) {
             const blk_q8_K *y = XE_Y(blk_q8_K, vy, ys, t) + i;
-            const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y->qs);
+            const __m256i l = xe_ss_lanes(u.ax, u.neg, u.sc, y->qs);
             const float d = y->d * dx;
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
         }
@@ -245,12 +351,21 @@ TGT static void SFX(dot4_q3_K)(int64_t n, const void *vx, const void *vy, size_t
  * summs (16 mins by the 16 bsums) per super-block, then t = d*isum;
  * t = t - dmin*summs; sumf += t, all in float. */
 struct xe_q2k {
-    __m256i q[8];  /* chunk c: quants 0..3 */
-    __m256i sc[8]; /* scales of chunk c's two halves, int16 */
-    __m256i mn;    /* the 16 mins as int16 */
+    xe_w q[XE_NW];  /* quants 0..3 */
+    xe_w sc[XE_NW]; /* scales of the chunks' halves, int16 */
+    __m256i mn;     /* the 16 mins as int16 */
 };
 
 TGT static inline void xe_q2k_unpack(const blk_q2_K *b, struct xe_q2k *u) {
+#if X86_512
+    const __m512i m3 = _mm512_set1_epi8(3);
+    for (int h = 0; h < 2; h++) {
+        const __m256i v = loadu256(b->qs + 32 * h);
+        const __m512i z = xe_cat(v, _mm256_srli_epi16(v, 2));
+        u->q[2 * h] = _mm512_and_si512(z, m3);
+        u->q[2 * h + 1] = _mm512_and_si512(_mm512_srli_epi16(z, 4), m3);
+    }
+#else
     const __m256i m3 = _mm256_set1_epi8(3);
     for (int h = 0; h < 2; h++) {
         __m256i v = loadu256(b->qs + 32 * h);
@@ -259,6 +374,7 @@ TGT static inline void xe_q2k_unpack(const blk_q2_K *b, struct xe_q2k *u) {
             v = _mm256_srli_epi16(v, 2);
         }
     }
+#endif
     const __m128i sv = _mm_loadu_si128((const __m128i *)b->scales);
     const __m128i lo = _mm_and_si128(sv, _mm_set1_epi8(0x0f));
     const __m128i hi = _mm_and_si128(_mm_srli_epi16(sv, 4), _mm_set1_epi8(0x0f));
@@ -267,9 +383,7 @@ TGT static inline void xe_q2k_unpack(const blk_q2_K *b, struct xe_q2k *u) {
 }
 
 TGT static inline float xe_q2k_block(const blk_q2_K *b, const struct xe_q2k *u, const blk_q8_K *y) {
-    __m256i acc = _mm256_setzero_si256();
-    for (int c = 0; c < 8; c++)
-        acc = xe_madd_acc(acc, _mm256_maddubs_epi16(u->q[c], loadu256(y->qs + 32 * c)), u->sc[c]);
+    const __m256i acc = xe_us_lanes(u->q, u->sc, y->qs);
     const __m256i mp = _mm256_madd_epi16(loadu256(y->bsums), u->mn);
     /* [a01 a23 m01 m23 | a45 a67 m45 m67] -> [a0123 m0123 . . | a4567 m4567 . .] */
     const __m256i b1 = _mm256_hadd_epi32(acc, mp);
@@ -319,7 +433,9 @@ TGT static void SFX(dot4_q2_K)(int64_t n, const void *vx, const void *vy, size_t
 /* vec_dot_iq4_xs_q8_K (DOT_K_LANES): code-book quants -127..113, 8 scales
  * (ls - 32) of 32 quants; lanes, FMAs and hsum8 as Q3_K. */
 struct xe_iq4xs {
-    __m256i ax[8], q[8], sc[8];
+    xe_w ax[XE_NW];
+    xe_neg neg[XE_NW];
+    xe_w sc[XE_NW];
 };
 
 TGT static inline __m256i xe_iq4_lut(void) {
@@ -327,15 +443,31 @@ TGT static inline __m256i xe_iq4_lut(void) {
 }
 
 TGT static inline void xe_iq4xs_unpack(const blk_iq4_xs *b, struct xe_iq4xs *u) {
+#if X86_512
+    const __m512i lut = _mm512_broadcast_i32x4(_mm_loadu_si128((const __m128i *)kern_iq4nl_values));
+    for (int k = 0; k < 4; k++) {
+        /* chunk 2k: nibbles of qs[32k..32k+15], chunk 2k+1: of the next 16 */
+        const __m256i v = loadu256(b->qs + 32 * k);
+        __m512i z = xe_cat(v, _mm256_srli_epi16(v, 4)); /* [lo0 lo1 | hi0 hi1] */
+        z = _mm512_shuffle_i64x2(z, z, _MM_SHUFFLE(3, 1, 2, 0));
+        const __m512i q = _mm512_shuffle_epi8(lut, _mm512_and_si512(z, _mm512_set1_epi8(0x0f)));
+        xe_signed(q, &u->ax[k], &u->neg[k]);
+    }
+#else
     const __m256i lut = xe_iq4_lut();
     for (int c = 0; c < 8; c++) {
         const __m256i q = _mm256_shuffle_epi8(lut, q4_bytes(b->qs + 16 * c));
-        u->q[c] = q;
-        u->ax[c] = _mm256_sign_epi8(q, q);
-        const int ls =
-            ((b->scales_l[c / 2] >> (4 * (c % 2))) & 0x0f) | (((b->scales_h >> (2 * c)) & 3) << 4);
-        u->sc[c] = _mm256_set1_epi16((short)(ls - 32));
+        xe_signed(q, &u->ax[c], &u->neg[c]);
     }
+#endif
+    uint64_t ls = 0; /* the 8 six-bit scales as bytes */
+    for (int c = 0; c < 8; c++) {
+        const unsigned v =
+            ((b->scales_l[c / 2] >> (4 * (c % 2))) & 0x0f) | (((b->scales_h >> (2 * c)) & 3) << 4);
+        ls |= (uint64_t)v << (8 * c);
+    }
+    const __m128i s8 = _mm_sub_epi8(_mm_cvtsi64_si128((long long)ls), _mm_set1_epi8(32));
+    xe_sc8_chunks(_mm_cvtepi8_epi16(s8), u->sc);
 }
 
 TGT static void SFX(dot_iq4_xs)(int64_t n, float *s, const void *vx, const void *vy) {
@@ -348,7 +480,7 @@ TGT static void SFX(dot_iq4_xs)(int64_t n, float *s, const void *vx, const void 
         pf((const char *)(x + i) + 64);
         pf((const char *)(x + i) + 128);
         xe_iq4xs_unpack(&x[i], &u);
-        const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y[i].qs);
+        const __m256i l = xe_ss_lanes(u.ax, u.neg, u.sc, y[i].qs);
         const float d = y[i].d * h2f(x[i].d);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
     }
@@ -369,7 +501,7 @@ TGT static void SFX(dot4_iq4_xs)(int64_t n, const void *vx, const void *vy, size
         const float dx = h2f(x[i].d);
         for (int t = 0; t < nt; t++) {
             const blk_q8_K *y = XE_Y(blk_q8_K, vy, ys, t) + i;
-            const __m256i l = xe_signed_lanes(u.ax, u.q, u.sc, y->qs);
+            const __m256i l = xe_ss_lanes(u.ax, u.neg, u.sc, y->qs);
             const float d = y->d * dx;
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
         }
