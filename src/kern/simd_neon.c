@@ -255,13 +255,100 @@ static inline void kfma(float32x4_t *alo, float32x4_t *ahi, int32x4_t lo, int32x
     *ahi = vfmaq_n_f32(*ahi, vcvtq_f32_s32(hi), d);
 }
 
-/* Q6_K (ggml_vec_dot_q6_K_q8_K, AVX2): unsigned quants 0..63, lane l minus
- * 32 * (sc[2l]*bsums[2l] + sc[2l+1]*bsums[2l+1]), acc = fma(d, lane, acc). */
-struct q6k_unp {
-    int8x16_t q[16]; /* chunk c: q[2c] elements 0..15, q[2c+1] 16..31 */
+/* Q2_K super-block: 16 sub-blocks of 16 quants 0..3, 4-bit scales and mins. */
+struct q2k_unp {
+    int8x16_t q[16];
+    int sc[16];
+    int16x8_t mn[2];
 };
 
-static inline void q6k_unpack(const blk_q6_K *b, struct q6k_unp *u) {
+static inline void q2k_unpack(const blk_q2_K *b, struct q2k_unp *u) {
+    const uint8x16_t m3 = vdupq_n_u8(3);
+    for (int h = 0; h < 2; h++) {
+        const uint8x16_t v0 = vld1q_u8(b->qs + 32 * h);
+        const uint8x16_t v1 = vld1q_u8(b->qs + 32 * h + 16);
+        for (int j = 0; j < 4; j++) {
+            const int8x16_t shift = vdupq_n_s8((int8_t)(-2 * j));
+            u->q[8 * h + 2 * j] = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v0, shift), m3));
+            u->q[8 * h + 2 * j + 1] = vreinterpretq_s8_u8(vandq_u8(vshlq_u8(v1, shift), m3));
+        }
+    }
+    for (int j = 0; j < 16; j++)
+        u->sc[j] = b->scales[j] & 0x0f;
+    const uint8x16_t sc = vld1q_u8(b->scales);
+    u->mn[0] = vreinterpretq_s16_u16(vmovl_u8(vshr_n_u8(vget_low_u8(sc), 4)));
+    u->mn[1] = vreinterpretq_s16_u16(vmovl_high_u8(vshrq_n_u8(sc, 4)));
+}
+
+/* sum_b bsums[b] * mn[b] over the 16 sub-blocks of Q2_K. */
+static inline int q2k_summs(const struct q2k_unp *u, const int16_t *bsums) {
+    const int16x8_t bs0 = vld1q_s16(bsums), bs1 = vld1q_s16(bsums + 8);
+    int32x4_t sm = vmull_s16(vget_low_s16(bs0), vget_low_s16(u->mn[0]));
+    sm = vmlal_high_s16(sm, bs0, u->mn[0]);
+    sm = vmlal_s16(sm, vget_low_s16(bs1), vget_low_s16(u->mn[1]));
+    sm = vmlal_high_s16(sm, bs1, u->mn[1]);
+    return vaddvq_s32(sm);
+}
+
+/* A super-block of the AVX2 lane kernels (Q3_K, Q5_K, Q6_K, IQ4_XS): the
+ * 32-element chunk c as q[2c] (elements 0..15, int32 lanes 0..3) and
+ * q[2c+1] (16..31, lanes 4..7), the scale of each half in sc[2c + h], and
+ * Q5_K's mins. */
+struct klane_unp {
+    int8x16_t q[16];
+    int sc[16];
+    uint8_t mn[8];
+};
+
+/* Q3_K: signed quants -4..3, 16 six-bit scales (offset 32). */
+static inline void q3k_unpack(const blk_q3_K *b, struct klane_unp *u) {
+    for (int j = 0; j < 16; j++) {
+        const int lo = j < 8 ? (b->scales[j] & 0x0f) : (b->scales[j - 8] >> 4);
+        const int hi = (b->scales[8 + j % 4] >> (2 * (j / 4))) & 3;
+        u->sc[j] = (lo | (hi << 4)) - 32;
+    }
+    const uint8x16_t hm0 = vld1q_u8(b->hmask), hm1 = vld1q_u8(b->hmask + 16);
+    const uint8x16_t m3 = vdupq_n_u8(3), four = vdupq_n_u8(4);
+    for (int h = 0; h < 2; h++) {
+        const uint8x16_t v0 = vld1q_u8(b->qs + 32 * h);
+        const uint8x16_t v1 = vld1q_u8(b->qs + 32 * h + 16);
+        for (int j = 0; j < 4; j++) {
+            const int c = 4 * h + j;
+            const int8x16_t shift = vdupq_n_s8((int8_t)(-2 * j));
+            const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << c));
+            /* lo - 4 where the hmask bit is clear */
+            const uint8x16_t f0 = vbicq_u8(four, vtstq_u8(hm0, bit));
+            const uint8x16_t f1 = vbicq_u8(four, vtstq_u8(hm1, bit));
+            u->q[2 * c] = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(vshlq_u8(v0, shift), m3), f0));
+            u->q[2 * c + 1] = vreinterpretq_s8_u8(vsubq_u8(vandq_u8(vshlq_u8(v1, shift), m3), f1));
+        }
+    }
+}
+
+/* Q5_K: unsigned quants 0..31, one six-bit scale per chunk, mins. */
+static inline void q5k_unpack(const blk_q5_K *b, struct klane_unp *u) {
+    uint8_t sm[16];
+    k4_scales16(b->scales, sm);
+    memcpy(u->mn, sm + 8, 8);
+    const uint8x16_t qh0 = vld1q_u8(b->qh), qh1 = vld1q_u8(b->qh + 16);
+    const uint8x16_t m4 = vdupq_n_u8(0x0f), b16 = vdupq_n_u8(16);
+    for (int c = 0; c < 8; c++) {
+        const uint8x16_t v0 = vld1q_u8(b->qs + 32 * (c / 2));
+        const uint8x16_t v1 = vld1q_u8(b->qs + 32 * (c / 2) + 16);
+        const uint8x16_t bit = vdupq_n_u8((uint8_t)(1u << c));
+        const uint8x16_t h0 = vandq_u8(vtstq_u8(qh0, bit), b16);
+        const uint8x16_t h1 = vandq_u8(vtstq_u8(qh1, bit), b16);
+        const uint8x16_t l0 = c % 2 == 0 ? vandq_u8(v0, m4) : vshrq_n_u8(v0, 4);
+        const uint8x16_t l1 = c % 2 == 0 ? vandq_u8(v1, m4) : vshrq_n_u8(v1, 4);
+        u->q[2 * c] = vreinterpretq_s8_u8(vorrq_u8(l0, h0));
+        u->q[2 * c + 1] = vreinterpretq_s8_u8(vorrq_u8(l1, h1));
+        u->sc[2 * c] = u->sc[2 * c + 1] = sm[c];
+    }
+}
+
+/* Q6_K: the UNSIGNED 6-bit quants 0..63 (the offset 32 goes through the
+ * bsums, q6k_offset), 16 int8 scales. */
+static inline void q6k_unpack(const blk_q6_K *b, struct klane_unp *u) {
     const uint8x16_t m4 = vdupq_n_u8(0x0f), m3 = vdupq_n_u8(3);
     for (int nh = 0; nh < 2; nh++)
         for (int h = 0; h < 2; h++) {
@@ -278,7 +365,82 @@ static inline void q6k_unpack(const blk_q6_K *b, struct q6k_unp *u) {
             q[4] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q0, 4), h2));
             q[6] = vreinterpretq_s8_u8(vorrq_u8(vshrq_n_u8(q1, 4), h3));
         }
+    for (int j = 0; j < 16; j++)
+        u->sc[j] = b->scales[j];
 }
+
+/* Q6_K's lane l minus 32 * (sc[2l]*bsums[2l] + sc[2l+1]*bsums[2l+1]). */
+static inline void q6k_offset(const blk_q6_K *b, const blk_q8_K *y, int32x4_t *lo, int32x4_t *hi) {
+    const int8x16_t sc = vld1q_s8(b->scales);
+    const int16x8_t s0 = vmovl_s8(vget_low_s8(sc)), s1 = vmovl_high_s8(sc);
+    const int16x8_t b0 = vld1q_s16(y->bsums), b1 = vld1q_s16(y->bsums + 8);
+    const int32x4_t p0 = vmull_s16(vget_low_s16(s0), vget_low_s16(b0));
+    const int32x4_t p1 = vmull_high_s16(s0, b0);
+    const int32x4_t p2 = vmull_s16(vget_low_s16(s1), vget_low_s16(b1));
+    const int32x4_t p3 = vmull_high_s16(s1, b1);
+    *lo = vsubq_s32(*lo, vshlq_n_s32(vpaddq_s32(p0, p1), 5));
+    *hi = vsubq_s32(*hi, vshlq_n_s32(vpaddq_s32(p2, p3), 5));
+}
+
+/* IQ4_XS: code book values, one six-bit scale (offset 32) per chunk. */
+static inline void iq4xs_unpack(const blk_iq4_xs *b, struct klane_unp *u) {
+    const int8x16_t tbl = vld1q_s8(kern_iq4nl_values);
+    for (int ib = 0; ib < 8; ib++) {
+        const int ls = ((b->scales_l[ib / 2] >> (4 * (ib % 2))) & 0x0f) |
+                       (((b->scales_h >> (2 * ib)) & 3) << 4);
+        int8x16_t qa, qb;
+        nibbles(b->qs + 16 * ib, &qa, &qb);
+        u->q[2 * ib] = vqtbl1q_s8(tbl, vreinterpretq_u8_s8(qa));
+        u->q[2 * ib + 1] = vqtbl1q_s8(tbl, vreinterpretq_u8_s8(qb));
+        u->sc[2 * ib] = u->sc[2 * ib + 1] = ls - 32;
+    }
+}
+
+/* 32-blocks: the 32 quants in element order, lo = 0..15, hi = 16..31. */
+static inline void q4_0_unpack(const blk_q4_0 *b, int8x16_t *lo, int8x16_t *hi) {
+    nibbles(b->qs, lo, hi);
+    *lo = vsubq_s8(*lo, vdupq_n_s8(8));
+    *hi = vsubq_s8(*hi, vdupq_n_s8(8));
+}
+
+static inline void iq4_nl_unpack(const blk_iq4_nl *b, int8x16_t *lo, int8x16_t *hi) {
+    const int8x16_t tbl = vld1q_s8(kern_iq4nl_values);
+    nibbles(b->qs, lo, hi);
+    *lo = vqtbl1q_s8(tbl, vreinterpretq_u8_s8(*lo));
+    *hi = vqtbl1q_s8(tbl, vreinterpretq_u8_s8(*hi));
+}
+
+static inline void q4_1_unpack(const blk_q4_1 *b, int8x16_t *lo, int8x16_t *hi) {
+    nibbles(b->qs, lo, hi);
+}
+
+static inline void q5_1_unpack(const blk_q5_1 *b, int8x16_t *lo, int8x16_t *hi) {
+    uint8x16_t a, c;
+    q5_bytes(b->qs, b->qh, &a, &c);
+    *lo = vreinterpretq_s8_u8(a);
+    *hi = vreinterpretq_s8_u8(c);
+}
+
+static inline void q5_0_unpack(const blk_q5_0 *b, int8x16_t *lo, int8x16_t *hi) {
+    uint8x16_t a, c;
+    q5_bytes(b->qs, b->qh, &a, &c);
+    *lo = vsubq_s8(vreinterpretq_s8_u8(a), vdupq_n_s8(16));
+    *hi = vsubq_s8(vreinterpretq_s8_u8(c), vdupq_n_s8(16));
+}
+
+static inline void q8_0_unpack(const blk_q8_0 *b, int8x16_t *lo, int8x16_t *hi) {
+    *lo = vld1q_s8(b->qs);
+    *hi = vld1q_s8(b->qs + 16);
+}
+
+/* The min terms of the lane kernels: Q4_1 / Q5_1 summs = fma(m, s, summs),
+ * Q5_K summs = fma(-y.d * fp16(x.dmin), mins, summs), none for the others. */
+#define MIN_Q1(xb, u, yb, acc) fmaf(h2f((xb)->m), h2f((yb)->s), acc)
+#define MIN_Q5K(xb, u, yb, acc)                                                                    \
+    fmaf(-(yb)->d *h2f((xb)->dmin), (float)mins_dot8((u).mn, (yb)->bsums), acc)
+#define MIN_NONE(xb, u, yb, acc) (acc)
+#define ADJ_Q6K(xb, yb, lo, hi)  q6k_offset(xb, yb, lo, hi)
+#define ADJ_NONE(xb, yb, lo, hi) ((void)0)
 
 /* ------------------------------------------- integer dots, two builds */
 
