@@ -29,6 +29,8 @@
 #define MM_PACK_MIN_TOKENS 8
 /* Rounded activations swept per token block (bytes, about half an L2). */
 #define MM_TOKEN_BLOCK_BYTES (256 * 1024)
+/* Per-token integers of the repacked kernels for one token block (stack). */
+#define MM_AUX_MAX 16384
 
 /* ------------------------------------------------ sgemm order, scalar */
 
@@ -140,16 +142,31 @@ static void quant_task(void *vctx, int ith, int nth) {
                       (b1 - b0) * m->blk);
 }
 
+/* The repacked kernel's shared per-token integers for nt tokens at a, in
+ * buf (MM_AUX_MAX entries), or NULL when the type has none or they do not
+ * fit (the kernel then computes them itself). */
+static const int32_t *rp_aux(const struct mm_task *m, const char *a, int64_t nt, int32_t *buf) {
+    const struct kern_ops *o = m->ops;
+    const int64_t nb = m->n_cols / ica_dtype_info(o->tr.vec_dot_type)->blck;
+    if (!o->rp_aux || nt * nb > MM_AUX_MAX)
+        return NULL;
+    o->rp_aux(m->n_cols, a, m->ars, nt, buf);
+    return buf;
+}
+
 static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
     const struct kern_ops *o = m->ops;
     if (t1 - t0 == 1 && !m->sg) {
         const char *a = m->act + (size_t)t0 * m->ars;
         float *out = m->y + t0 * m->n_rows;
         int64_t r = r0;
-        if (m->rp && r % o->rp_rows == 0)
+        if (m->rp && r % o->rp_rows == 0) {
+            int32_t aux[MM_AUX_MAX];
+            const int32_t *ax = rp_aux(m, a, 1, aux);
             for (; r + o->rp_rows <= r1 && r + o->rp_rows <= m->rp_end; r += o->rp_rows)
                 o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile, a, m->ars, 1,
-                           &out[r], m->n_rows);
+                           ax, &out[r], m->n_rows);
+        }
         if (o->tile4)
             for (; r + 4 <= r1; r += 4)
                 o->tile4(m->n_cols, m->w + (size_t)r * m->wrs, m->wrs, a, m->ars, 1, &out[r],
@@ -166,11 +183,14 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
     for (int64_t tb0 = t0; tb0 < t1; tb0 += tb) {
         const int64_t tb1 = tb0 + tb < t1 ? tb0 + tb : t1;
         int64_t r = r0;
-        if (m->rp && r % o->rp_rows == 0)
+        if (m->rp && r % o->rp_rows == 0 && r + o->rp_rows <= r1) {
+            int32_t aux[MM_AUX_MAX];
+            const char *a = m->act + (size_t)tb0 * m->ars;
+            const int32_t *ax = rp_aux(m, a, tb1 - tb0, aux);
             for (; r + o->rp_rows <= r1 && r + o->rp_rows <= m->rp_end; r += o->rp_rows)
-                o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile,
-                           m->act + (size_t)tb0 * m->ars, m->ars, tb1 - tb0,
-                           &m->y[tb0 * m->n_rows + r], m->n_rows);
+                o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile, a, m->ars,
+                           tb1 - tb0, ax, &m->y[tb0 * m->n_rows + r], m->n_rows);
+        }
         if (o->gemm8 && !m->sg && tb1 - tb0 >= MM_PACK_MIN_TOKENS &&
             o->pack_bytes(m->n_cols) <= sizeof pack && m->n_cols <= 32 * 512)
             for (; r + o->pack_rows <= r1; r += o->pack_rows) {

@@ -42,6 +42,10 @@ typedef void (*kern_pack8_fn)(int64_t n, const void *x, size_t xstride, void *bu
 typedef void (*kern_gemm8_fn)(int64_t n, const void *buf, const void *y, size_t ystride, int64_t nt,
                               float *out, int64_t ostride);
 typedef size_t (*kern_pack_bytes_fn)(int64_t n);
+/* A repacked tile times nt tokens (see rp_gemm below); aux: rp_aux's values
+ * for these nt tokens (stride n / block per token) or NULL. */
+typedef void (*kern_rp_gemm_fn)(int64_t n, const void *tile, const void *y, size_t ystride,
+                                int64_t nt, const int32_t *aux, float *out, int64_t ostride);
 
 /* The kernels of one level for one weight type. */
 struct kern_ops {
@@ -62,7 +66,11 @@ struct kern_ops {
      * out[t * ostride + r] for r < rp_rows, t < nt (nt >= 1) from a tile,
      * bit-identical to vec_dot. NULL: no repacked layout at this level. */
     kern_pack8_fn rp_pack;
-    kern_gemm8_fn rp_gemm;
+    kern_rp_gemm_fn rp_gemm;
+    /* per-token, per-block integers the tiles of a product share (Q4_0: -8 *
+     * the block's code sum), written to aux[t * nb + b] once per token block;
+     * rp_gemm takes aux = NULL too (it then computes them itself) */
+    void (*rp_aux)(int64_t n, const void *y, size_t ystride, int64_t nt, int32_t *aux);
     kern_pack_bytes_fn rp_bytes;
     int rp_rows;
 };

@@ -189,8 +189,17 @@ TGT static inline int32_t q8_0_negsum8_1(const blk_q8_0 *y) {
 }
 
 /* K tokens (1..4) against one tile: specialised per K by inlining. */
-RP_INLINE void rp_q4_0_k(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y, const int K,
-                         float *out, int64_t os) {
+static void SFX(rp_aux_q4_0)(int64_t n, const void *vy, size_t ys, int64_t nt, int32_t *aux) {
+    const int64_t nb = n / QK32;
+    for (int64_t t = 0; t < nt; t++) {
+        const blk_q8_0 *y = (const blk_q8_0 *)((const char *)vy + (size_t)t * ys);
+        for (int64_t b = 0; b < nb; b++)
+            aux[t * nb + b] = q8_0_negsum8_1(&y[b]);
+    }
+}
+
+RP_INLINE void rp_q4_0_k(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y,
+                         const int32_t *const *cs, const int K, float *out, int64_t os) {
     rvf acc[4] = {rvf_zero(), rvf_zero(), rvf_zero(), rvf_zero()};
     for (int64_t b = 0; b < nb; b++, pb += RP_Q40_BLOCK) {
         RP_PF(pb, RP_Q40_BLOCK);
@@ -206,7 +215,7 @@ RP_INLINE void rp_q4_0_k(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y
             int32_t v[8];
             memcpy(v, yq, 32);
             /* two chains: a single token's block is 8 dependent dot steps */
-            rvi i0 = rv_set1(q8_0_negsum8_1(&y[t][b])), i1 = rv_set1(0);
+            rvi i0 = rv_set1(cs[t] ? cs[t][b] : q8_0_negsum8_1(&y[t][b])), i1 = rv_set1(0);
             for (int g = 0; g < 4; g++) {
                 i0 = rv_dpbusd(i0, q[g], v[g]);
                 i1 = rv_dpbusd(i1, q[g + 4], v[g + 4]);
@@ -221,26 +230,30 @@ RP_INLINE void rp_q4_0_k(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y
 }
 
 TGT static void SFX(rp_gemm_q4_0)(int64_t n, const void *tile, const void *vy, size_t ys,
-                                  int64_t nt, float *out, int64_t os) {
+                                  int64_t nt, const int32_t *aux, float *out, int64_t os) {
     const int64_t nb = n / QK32;
     for (int64_t t0 = 0; t0 < nt; t0 += 4) {
         const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
         const blk_q8_0 *y[4];
-        for (int t = 0; t < 4; t++)
-            y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)(t0 + (t < k ? t : 0)) * ys);
+        const int32_t *cs[4];
+        for (int t = 0; t < 4; t++) {
+            const int64_t tt = t0 + (t < k ? t : 0);
+            y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)tt * ys);
+            cs[t] = aux ? aux + tt * nb : NULL;
+        }
         float *o = out + t0 * os;
         switch (k) {
         case 1:
-            rp_q4_0_k(nb, tile, y, 1, o, os);
+            rp_q4_0_k(nb, tile, y, cs, 1, o, os);
             break;
         case 2:
-            rp_q4_0_k(nb, tile, y, 2, o, os);
+            rp_q4_0_k(nb, tile, y, cs, 2, o, os);
             break;
         case 3:
-            rp_q4_0_k(nb, tile, y, 3, o, os);
+            rp_q4_0_k(nb, tile, y, cs, 3, o, os);
             break;
         default:
-            rp_q4_0_k(nb, tile, y, 4, o, os);
+            rp_q4_0_k(nb, tile, y, cs, 4, o, os);
             break;
         }
     }
@@ -326,7 +339,8 @@ RP_INLINE void rp_q4_K_k(int64_t nb, const uint8_t *pb, const blk_q8_K *const *y
 }
 
 TGT static void SFX(rp_gemm_q4_K)(int64_t n, const void *tile, const void *vy, size_t ys,
-                                  int64_t nt, float *out, int64_t os) {
+                                  int64_t nt, const int32_t *aux, float *out, int64_t os) {
+    (void)aux;
     const int64_t nb = n / QKK;
     for (int64_t t0 = 0; t0 < nt; t0 += 4) {
         const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
@@ -355,6 +369,7 @@ static void SFX(fill_rp)(struct kern_ops *ops) {
     ops[ICA_Q4_0].rp_pack = SFX(rp_pack_q4_0);
     ops[ICA_Q4_0].rp_gemm = SFX(rp_gemm_q4_0);
     ops[ICA_Q4_0].rp_bytes = SFX(rp_bytes_q4_0);
+    ops[ICA_Q4_0].rp_aux = SFX(rp_aux_q4_0);
     ops[ICA_Q4_0].rp_rows = RP_ROWS;
     ops[ICA_Q4_K].rp_pack = SFX(rp_pack_q4_K);
     ops[ICA_Q4_K].rp_gemm = SFX(rp_gemm_q4_K);
