@@ -38,8 +38,10 @@
 
 /* ------------------------------------------------------------ helpers */
 
+/* fp16 -> float by FCVTL: exact, as kern_h2f (only a signalling NaN would
+ * come back quiet). */
 static inline float h2f(uint16_t h) {
-    return kern_h2f(h);
+    return vgetq_lane_f32(vcvt_f32_f16(vreinterpret_f16_u16(vdup_n_u16(h))), 0);
 }
 
 /* hsum_float_8 on lanes lo = 0..3, hi = 4..7: r_i = v[i+4] + v[i], then
@@ -208,7 +210,7 @@ static void quant_bf16_neon(const float *x, void *vy, int64_t k) {
         y[i] = kern_f32_to_bf16(x[i]);
 }
 
-/* ------------------------------------------------------- K-quant dots */
+/* --------------------------------------------------- weight unpackers */
 
 /* The 12 scale bytes of Q4_K / Q5_K as 8 six-bit scales (bytes 0..7) and
  * 8 mins (bytes 8..15). */

@@ -139,7 +139,43 @@ LANE32(q5_1, blk_q5_1, blk_q8_1, q5_1_unpack, MIN_Q1, 1)
             out[t * os] = r[t];                                                                    \
     }
 
+/* Four rows by up to four tokens: lane r of token t's accumulator is row
+ * r's chain (llama.cpp's repacked layout does the same). */
+#define CHAIN32_TILE4(name, blk, unpack)                                                           \
+    TGT static void SFX(tile4_##name)(int64_t n, const void *vx, size_t xs, const void *vy,        \
+                                      size_t ys, int nt, float *out, int64_t os) {                 \
+        const blk *x[4];                                                                           \
+        for (int r = 0; r < 4; r++)                                                                \
+            x[r] = (const blk *)((const char *)vx + (size_t)r * xs);                               \
+        float32x4_t acc[4];                                                                        \
+        for (int t = 0; t < 4; t++)                                                                \
+            acc[t] = vdupq_n_f32(0);                                                               \
+        for (int64_t i = 0; i < n / QK32; i++) {                                                   \
+            int8x16_t lo[4], hi[4];                                                                \
+            float dxs[4];                                                                          \
+            for (int r = 0; r < 4; r++) {                                                          \
+                unpack(&x[r][i], &lo[r], &hi[r]);                                                  \
+                dxs[r] = h2f(x[r][i].d);                                                           \
+            }                                                                                      \
+            const float32x4_t dx = vld1q_f32(dxs);                                                 \
+            for (int t = 0; t < nt; t++) {                                                         \
+                const blk_q8_0 *y = (const blk_q8_0 *)((const char *)vy + (size_t)t * ys) + i;     \
+                const int8x16_t ya = vld1q_s8(y->qs), yb = vld1q_s8(y->qs + 16);                   \
+                int32x4_t l[4];                                                                    \
+                for (int r = 0; r < 4; r++)                                                        \
+                    l[r] = SFX(dot16_acc)(SFX(dot16_acc)(vdupq_n_s32(0), lo[r], ya), hi[r], yb);   \
+                const int32x4_t si = vpaddq_s32(vpaddq_s32(l[0], l[1]), vpaddq_s32(l[2], l[3]));   \
+                const float32x4_t d = vmulq_n_f32(dx, h2f(y->d));                                  \
+                acc[t] = vfmaq_f32(acc[t], vcvtq_f32_s32(si), d);                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int t = 0; t < nt; t++)                                                               \
+            vst1q_f32(out + t * os, acc[t]);                                                       \
+    }
+
 CHAIN32(q4_0, blk_q4_0, q4_0_unpack)
+CHAIN32_TILE4(q4_0, blk_q4_0, q4_0_unpack)
+CHAIN32_TILE4(iq4_nl, blk_iq4_nl, iq4_nl_unpack)
 CHAIN32(iq4_nl, blk_iq4_nl, iq4_nl_unpack)
 
 /* ------------------------------------------------------- K-quant dots */
@@ -248,6 +284,7 @@ KLANE(iq4_xs, blk_iq4_xs, iq4xs_unpack, ADJ_NONE, MIN_NONE, 0)
 #undef DOT_PAIR
 #undef LANE32
 #undef CHAIN32
+#undef CHAIN32_TILE4
 #undef KBLOCK
 #undef KLANE
 
@@ -263,6 +300,8 @@ static void SFX(fill_int)(struct kern_ops *ops) {
                                          SFX(dot4_q5_0), SFX(dot4_q5_1), SFX(dot4_iq4_nl),
                                          SFX(dot4_q2k),  SFX(dot4_q3_K), SFX(dot4_q4k),
                                          SFX(dot4_q5_K), SFX(dot4_q6_K), SFX(dot4_iq4_xs)};
+    ops[ICA_Q4_0].tile4 = SFX(tile4_q4_0);
+    ops[ICA_IQ4_NL].tile4 = SFX(tile4_iq4_nl);
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         ops[types[k]].tr.vec_dot = dots[k];
         ops[types[k]].dot4 = dot4s[k];
