@@ -288,6 +288,127 @@ KLANE(iq4_xs, blk_iq4_xs, iq4xs_unpack, ADJ_NONE, MIN_NONE, 0)
 #undef KBLOCK
 #undef KLANE
 
+#if NEON_DOTPROD
+/* ------------------------------------------- repacked Q4_0 (SDOT only) */
+
+/* Tiles of 8 rows, the quants still packed (18 bytes a row and block, as the
+ * source): per block 4 groups of 32 bytes, group h = bytes 4h..4h+3 of rows
+ * 0..7 (16 bytes rows 0..3, then rows 4..7), i.e. quants 4h..4h+3 in the
+ * low nibbles and 16+4h..16+4h+3 in the high ones; then the 8 fp16 scales.
+ * SDOT by element (vdotq_laneq_s32) of a group by the activation bytes
+ * 4h..4h+3 leaves row r's products in int32 lane r; the unsigned nibbles'
+ * offset is -8 * sum(y) (rp_aux). Then the reference's chain
+ * acc = fma((float)isum, dx*dy, acc), lane r = row r. */
+#define NRP_ROWS      8
+#define NRP_Q40_BLOCK (4 * 32 + 2 * NRP_ROWS)
+
+static size_t SFX(rp_bytes_q4_0)(int64_t n) {
+    return (size_t)(n / QK32) * NRP_Q40_BLOCK;
+}
+
+static void SFX(rp_pack_q4_0)(int64_t n, const void *vx, size_t xs, void *vdst) {
+    uint8_t *dst = vdst;
+    for (int64_t b = 0; b < n / QK32; b++, dst += NRP_Q40_BLOCK)
+        for (int r = 0; r < NRP_ROWS; r++) {
+            const blk_q4_0 *x = (const blk_q4_0 *)((const char *)vx + (size_t)r * xs) + b;
+            for (int h = 0; h < 4; h++)
+                memcpy(dst + 32 * h + 4 * r, x->qs + 4 * h, 4);
+            memcpy(dst + 128 + 2 * r, &x->d, 2);
+        }
+}
+
+/* -8 * (sum of the 32 codes of a Q8_0 block). */
+static inline int32_t SFX(q8_0_negsum8)(const blk_q8_0 *y) {
+    return -8 * (vaddlvq_s8(vld1q_s8(y->qs)) + vaddlvq_s8(vld1q_s8(y->qs + 16)));
+}
+
+static void SFX(rp_aux_q4_0)(int64_t n, const void *vy, size_t ys, int64_t nt, int32_t *aux) {
+    const int64_t nb = n / QK32;
+    for (int64_t t = 0; t < nt; t++) {
+        const blk_q8_0 *y = (const blk_q8_0 *)((const char *)vy + (size_t)t * ys);
+        for (int64_t b = 0; b < nb; b++)
+            aux[t * nb + b] = SFX(q8_0_negsum8)(&y[b]);
+    }
+}
+
+/* lanes of 4 rows: acc + sum over the 4 groups q[h] by activation bytes 4h..4h+3 of yv */
+TGT static inline int32x4_t SFX(rp_dot4g)(int32x4_t acc, const uint8x16_t q[4], int8x16_t yv) {
+    acc = vdotq_laneq_s32(acc, vreinterpretq_s8_u8(q[0]), yv, 0);
+    acc = vdotq_laneq_s32(acc, vreinterpretq_s8_u8(q[1]), yv, 1);
+    acc = vdotq_laneq_s32(acc, vreinterpretq_s8_u8(q[2]), yv, 2);
+    return vdotq_laneq_s32(acc, vreinterpretq_s8_u8(q[3]), yv, 3);
+}
+
+TGT static inline __attribute__((always_inline)) void
+SFX(rp_q4_0_k)(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y, const int32_t *const *cs,
+               const int K, float *out, int64_t os) {
+    float32x4_t acc[4][2];
+    for (int t = 0; t < 4; t++)
+        acc[t][0] = acc[t][1] = vdupq_n_f32(0);
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    for (int64_t b = 0; b < nb; b++, pb += NRP_Q40_BLOCK) {
+        uint8x16_t lo[2][4], hi[2][4]; /* [rows 0..3 | 4..7][group] */
+        for (int h = 0; h < 4; h++)
+            for (int g = 0; g < 2; g++) {
+                const uint8x16_t w = vld1q_u8(pb + 32 * h + 16 * g);
+                lo[g][h] = vandq_u8(w, m4);
+                hi[g][h] = vshrq_n_u8(w, 4);
+            }
+        const float32x4_t dx0 =
+            vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(pb + 128))));
+        const float32x4_t dx1 =
+            vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)(pb + 136))));
+        for (int t = 0; t < K; t++) {
+            const int8x16_t ya = vld1q_s8(y[t][b].qs), yb = vld1q_s8(y[t][b].qs + 16);
+            const int32_t c = cs[t] ? cs[t][b] : SFX(q8_0_negsum8)(&y[t][b]);
+            const int32x4_t i0 = SFX(rp_dot4g)(vdupq_n_s32(c), lo[0], ya);
+            const int32x4_t j0 = SFX(rp_dot4g)(vdupq_n_s32(0), hi[0], yb);
+            const int32x4_t i1 = SFX(rp_dot4g)(vdupq_n_s32(c), lo[1], ya);
+            const int32x4_t j1 = SFX(rp_dot4g)(vdupq_n_s32(0), hi[1], yb);
+            const float dy = h2f(y[t][b].d);
+            acc[t][0] =
+                vfmaq_f32(acc[t][0], vcvtq_f32_s32(vaddq_s32(i0, j0)), vmulq_n_f32(dx0, dy));
+            acc[t][1] =
+                vfmaq_f32(acc[t][1], vcvtq_f32_s32(vaddq_s32(i1, j1)), vmulq_n_f32(dx1, dy));
+        }
+    }
+    for (int t = 0; t < K; t++) {
+        vst1q_f32(out + t * os, acc[t][0]);
+        vst1q_f32(out + t * os + 4, acc[t][1]);
+    }
+}
+
+TGT static void SFX(rp_gemm_q4_0)(int64_t n, const void *tile, const void *vy, size_t ys,
+                                  int64_t nt, const int32_t *aux, float *out, int64_t os) {
+    const int64_t nb = n / QK32;
+    for (int64_t t0 = 0; t0 < nt; t0 += 4) {
+        const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
+        const blk_q8_0 *y[4];
+        const int32_t *cs[4];
+        for (int t = 0; t < 4; t++) {
+            const int64_t tt = t0 + (t < k ? t : 0);
+            y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)tt * ys);
+            cs[t] = aux ? aux + tt * nb : NULL;
+        }
+        float *o = out + t0 * os;
+        switch (k) {
+        case 1:
+            SFX(rp_q4_0_k)(nb, tile, y, cs, 1, o, os);
+            break;
+        case 2:
+            SFX(rp_q4_0_k)(nb, tile, y, cs, 2, o, os);
+            break;
+        case 3:
+            SFX(rp_q4_0_k)(nb, tile, y, cs, 3, o, os);
+            break;
+        default:
+            SFX(rp_q4_0_k)(nb, tile, y, cs, 4, o, os);
+            break;
+        }
+    }
+}
+#endif
+
 /* ------------------------------------------------------------- table */
 
 static void SFX(fill_int)(struct kern_ops *ops) {
@@ -301,6 +422,13 @@ static void SFX(fill_int)(struct kern_ops *ops) {
                                          SFX(dot4_q2k),  SFX(dot4_q3_K), SFX(dot4_q4k),
                                          SFX(dot4_q5_K), SFX(dot4_q6_K), SFX(dot4_iq4_xs)};
     ops[ICA_Q4_0].tile4 = SFX(tile4_q4_0);
+#if NEON_DOTPROD
+    ops[ICA_Q4_0].rp_pack = SFX(rp_pack_q4_0);
+    ops[ICA_Q4_0].rp_gemm = SFX(rp_gemm_q4_0);
+    ops[ICA_Q4_0].rp_bytes = SFX(rp_bytes_q4_0);
+    ops[ICA_Q4_0].rp_aux = SFX(rp_aux_q4_0);
+    ops[ICA_Q4_0].rp_rows = NRP_ROWS;
+#endif
     ops[ICA_IQ4_NL].tile4 = SFX(tile4_iq4_nl);
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
         ops[types[k]].tr.vec_dot = dots[k];
