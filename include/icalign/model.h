@@ -136,11 +136,14 @@ struct model_synth_config {
     uint32_t n_expert, n_expert_used; /* 0 = dense */
     uint32_t wtype;                   /* type of the 2-D matrices (norms and biases stay F32) */
     uint32_t out_type;                /* type of output.weight (0 = F32; ignored when tied) */
-    bool tied_output;                 /* omit output.weight */
-    bool qkv_bias;                    /* attn_{q,k,v}.bias (qwen2 always has them) */
-    bool rope_freqs;                  /* write a rope_freqs.weight (Llama 3.1 style factors) */
-    float rope_base;                  /* 0 = 10000 */
-    float rope_linear;                /* linear rope scaling factor, 0 = none */
+    uint32_t more_type; /* K_M mixes: attn_v and ffn_down of llama.cpp's "more bits" layers (the
+                           first and last eighth, every third between) in this type; 0 = none */
+    uint32_t file_type; /* general.file_type to write (LLAMA_FTYPE_*); 0 = from wtype */
+    bool tied_output;   /* omit output.weight */
+    bool qkv_bias;      /* attn_{q,k,v}.bias (qwen2 always has them) */
+    bool rope_freqs;    /* write a rope_freqs.weight (Llama 3.1 style factors) */
+    float rope_base;    /* 0 = 10000 */
+    float rope_linear;  /* linear rope scaling factor, 0 = none */
     uint64_t seed;
     const char *vocab_from; /* copy tokenizer.* metadata from this GGUF (its token count must
                                equal n_vocab); NULL = a synthetic SentencePiece vocabulary */

@@ -50,7 +50,10 @@ static void help(FILE *fp) {
     }
     fprintf(fp, "  --type T            tensor type of the matrices: f32 f16 bf16 q8_0 q4_0 q4_1 "
                 "q5_0\n"
-                "                      q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs (default q4_0)\n"
+                "                      q5_1 q2_k q3_k q4_k q5_k q6_k iq4_nl iq4_xs, or the mixes\n"
+                "                      q4_k_m q5_k_m (llama.cpp's recipe: attn_v and ffn_down of\n"
+                "                      the first/last eighth and every third layer in q6_k)\n"
+                "                      (default q4_0)\n"
                 "  -o, --output PATH   output file\n"
                 "  --seed S            random seed (default 1)\n"
                 "  --vocab-from F      copy the tokenizer of another GGUF with the same vocabulary "
@@ -110,6 +113,17 @@ int cmd_synth(int argc, char **argv) {
         cli_error("synth: unknown preset '%s' (see --help)", preset);
         return 2;
     }
+    /* K_M mixes: the base K type, attn_v / ffn_down of some layers one step up */
+    uint32_t more = 0, ftype = 0;
+    if (!strcasecmp(type, "q4_k_m")) {
+        type = "q4_k";
+        more = ICA_Q6_K;
+        ftype = 15; /* LLAMA_FTYPE_MOSTLY_Q4_K_M */
+    } else if (!strcasecmp(type, "q5_k_m")) {
+        type = "q5_k";
+        more = ICA_Q6_K;
+        ftype = 17; /* LLAMA_FTYPE_MOSTLY_Q5_K_M */
+    }
     int t = ica_dtype_from_name(type);
     static const int allowed[] = {ICA_F32,  ICA_F16,  ICA_BF16, ICA_Q8_0,   ICA_Q4_0,
                                   ICA_Q4_1, ICA_Q5_0, ICA_Q5_1, ICA_Q2_K,   ICA_Q3_K,
@@ -137,6 +151,8 @@ int cmd_synth(int argc, char **argv) {
     c.rope_base = p->rope_base;
     c.tied_output = p->tied;
     c.wtype = (uint32_t)t;
+    c.more_type = more;
+    c.file_type = ftype;
     c.seed = (uint64_t)seed;
     c.vocab_from = vocab;
     /* llama.cpp keeps the output matrix of quantized models in Q6_K (or Q8_0

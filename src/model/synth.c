@@ -312,7 +312,8 @@ int model_synth_write(const char *path, const struct model_synth_config *cfg,
         rc |= gguf_writer_set_u32(w, KEY("expert_count"), cfg->n_expert);
         rc |= gguf_writer_set_u32(w, KEY("expert_used_count"), cfg->n_expert_used);
     }
-    rc |= gguf_writer_set_u32(w, "general.file_type", file_type_of(cfg->wtype));
+    rc |= gguf_writer_set_u32(w, "general.file_type",
+                              cfg->file_type ? cfg->file_type : file_type_of(cfg->wtype));
 #undef KEY
     if (rc != ICA_OK) {
         gguf_writer_free(w);
@@ -355,7 +356,12 @@ int model_synth_write(const char *path, const struct model_synth_config *cfg,
         ADD(NM("attn_norm.weight"), ICA_F32, 1, 1, E);
         ADD(NM("attn_q.weight"), wt, 2, 0, E, QD);
         ADD(NM("attn_k.weight"), wt, 2, 0, E, KD);
-        ADD(NM("attn_v.weight"), wt, 2, 0, E, KD);
+        /* llama.cpp's use_more_bits(i, n) for the K_M mixes */
+        const uint32_t n8 = cfg->n_layer / 8;
+        const bool more = cfg->more_type && (il < n8 || il >= 7 * cfg->n_layer / 8 ||
+                                             (il >= n8 && (il - n8) % 3 == 2));
+        const uint32_t wmore = more ? cfg->more_type : wt;
+        ADD(NM("attn_v.weight"), wmore, 2, 0, E, KD);
         ADD(NM("attn_output.weight"), wt, 2, 0, QD, E);
         if (qwen || cfg->qkv_bias) {
             ADD(NM("attn_q.bias"), ICA_F32, 1, 2, QD);
@@ -366,7 +372,7 @@ int model_synth_write(const char *path, const struct model_synth_config *cfg,
         if (X == 0) {
             ADD(NM("ffn_gate.weight"), wt, 2, 0, E, F);
             ADD(NM("ffn_up.weight"), wt, 2, 0, E, F);
-            ADD(NM("ffn_down.weight"), wt, 2, 0, F, E);
+            ADD(NM("ffn_down.weight"), wmore, 2, 0, F, E);
         } else {
             ADD(NM("ffn_gate_inp.weight"), ICA_F32, 2, 0, E, X);
             ADD(NM("ffn_gate_exps.weight"), wt, 3, 0, E, F, X);

@@ -31,4 +31,12 @@ fi
 "$bin" bench -m "$model" -r 0 >/dev/null 2>&1; [ $? = 2 ] || fail "-r 0 accepted"
 "$bin" bench -p 8 >/dev/null 2>"$tmp/err"; [ $? = 2 ] || fail "missing -m not exit 2"
 "$bin" bench --help | grep -q -- '--n-prompt' || fail "help"
+# synth's K_M mix (llama.cpp's use_more_bits: with 2 layers only layer 1, the last eighth)
+"$bin" synth --preset tiny --type q4_k_m -o "$tmp/km.gguf" 2>"$tmp/err" || fail "synth q4_k_m: $(cat "$tmp/err")"
+"$bin" info -m "$tmp/km.gguf" --tensors >"$tmp/info" || fail "info"
+grep -Eq 'blk\.1\.attn_v\.weight +Q6_K' "$tmp/info" || fail "attn_v not Q6_K: $(grep attn_v "$tmp/info")"
+grep -Eq 'blk\.0\.attn_v\.weight +Q4_K' "$tmp/info" || fail "layer 0 attn_v not Q4_K"
+grep -Eq 'blk\.1\.ffn_down\.weight +Q6_K' "$tmp/info" || fail "ffn_down not Q6_K"
+grep -Eq 'blk\.0\.attn_q\.weight +Q4_K' "$tmp/info" || fail "attn_q not Q4_K"
+"$bin" bench -m "$tmp/km.gguf" -p 8 -n 4 -r 1 -t 1 | grep -q '| llama Q4_K |' || fail "bench on the mix"
 echo "bench: ok"
