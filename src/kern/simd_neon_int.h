@@ -407,6 +407,145 @@ TGT static void SFX(rp_gemm_q4_0)(int64_t n, const void *tile, const void *vy, s
         }
     }
 }
+/* Repacked Q4_K, 8-row tiles: per super-block 32 groups of 32 bytes, group
+ * 8c+g = bytes 32c+4g..+3 of the rows (rows 0..3, then 4..7): quants of
+ * sub-block 2c in the low nibbles, 2c+1 in the high ones; then the 8 rows'
+ * scales (byte 8j+r) and mins (the same), d and dmin. Per token: isum and
+ * summs of every row exact in int32 lanes, then the reference's
+ * t = d*isum; t = t - dmin*summs; sumf += t with lane r = row r. */
+#define NRP_Q4K_SC    (32 * 32)
+#define NRP_Q4K_MN    (NRP_Q4K_SC + 8 * NRP_ROWS)
+#define NRP_Q4K_D     (NRP_Q4K_MN + 8 * NRP_ROWS)
+#define NRP_Q4K_BLOCK (NRP_Q4K_D + 4 * NRP_ROWS)
+
+static size_t SFX(rp_bytes_q4_K)(int64_t n) {
+    return (size_t)(n / QKK) * NRP_Q4K_BLOCK;
+}
+
+static void SFX(rp_pack_q4_K)(int64_t n, const void *vx, size_t xs, void *vdst) {
+    uint8_t *dst = vdst;
+    for (int64_t b = 0; b < n / QKK; b++, dst += NRP_Q4K_BLOCK)
+        for (int r = 0; r < NRP_ROWS; r++) {
+            const blk_q4_K *x = (const blk_q4_K *)((const char *)vx + (size_t)r * xs) + b;
+            for (int h = 0; h < 32; h++)
+                memcpy(dst + 32 * h + 4 * r, x->qs + 4 * h, 4);
+            uint8_t sm[16];
+            k4_scales16(x->scales, sm);
+            for (int j = 0; j < 8; j++) {
+                dst[NRP_Q4K_SC + 8 * j + r] = sm[j];
+                dst[NRP_Q4K_MN + 8 * j + r] = sm[8 + j];
+            }
+            memcpy(dst + NRP_Q4K_D + 2 * r, &x->d, 2);
+            memcpy(dst + NRP_Q4K_D + 2 * NRP_ROWS + 2 * r, &x->dmin, 2);
+        }
+}
+
+/* 8 bytes (one per row) as int32 lanes of rows 0..3 and 4..7. */
+static inline void SFX(rp_u8x8)(const uint8_t *p, int32x4_t *a, int32x4_t *b) {
+    const uint16x8_t v = vmovl_u8(vld1_u8(p));
+    *a = vreinterpretq_s32_u32(vmovl_u16(vget_low_u16(v)));
+    *b = vreinterpretq_s32_u32(vmovl_high_u16(v));
+}
+
+static inline float32x4_t SFX(rp_h4)(const uint8_t *p) {
+    return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16((const uint16_t *)p)));
+}
+
+TGT static inline __attribute__((always_inline)) void SFX(rp_q4_K_k)(int64_t nb, const uint8_t *pb,
+                                                                     const blk_q8_K *const *y,
+                                                                     const int K, float *out,
+                                                                     int64_t os) {
+    float32x4_t acc[4][2];
+    for (int t = 0; t < 4; t++)
+        acc[t][0] = acc[t][1] = vdupq_n_f32(0);
+    const uint8x16_t m4 = vdupq_n_u8(0x0f);
+    for (int64_t b = 0; b < nb; b++, pb += NRP_Q4K_BLOCK) {
+        const float32x4_t dx0 = SFX(rp_h4)(pb + NRP_Q4K_D), dx1 = SFX(rp_h4)(pb + NRP_Q4K_D + 8);
+        const float32x4_t dm0 = SFX(rp_h4)(pb + NRP_Q4K_D + 16);
+        const float32x4_t dm1 = SFX(rp_h4)(pb + NRP_Q4K_D + 24);
+        for (int t = 0; t < K; t++) {
+            const blk_q8_K *yb = &y[t][b];
+            int32x4_t is0 = vdupq_n_s32(0), is1 = vdupq_n_s32(0);
+            for (int c = 0; c < 4; c++) {
+                int32x4_t l0 = vdupq_n_s32(0), l1 = vdupq_n_s32(0);
+                int32x4_t h0 = vdupq_n_s32(0), h1 = vdupq_n_s32(0);
+                for (int gh = 0; gh < 2; gh++) {
+                    const int8x16_t ylo = vld1q_s8(yb->qs + 64 * c + 16 * gh);
+                    const int8x16_t yhi = vld1q_s8(yb->qs + 64 * c + 32 + 16 * gh);
+                    const uint8_t *g0 = pb + 32 * (8 * c + 4 * gh);
+#define RP_Q4K_G(k)                                                                                \
+    do {                                                                                           \
+        const uint8x16_t wa = vld1q_u8(g0 + 32 * (k)), wb = vld1q_u8(g0 + 32 * (k) + 16);          \
+        l0 = vdotq_laneq_s32(l0, vreinterpretq_s8_u8(vandq_u8(wa, m4)), ylo, k);                   \
+        l1 = vdotq_laneq_s32(l1, vreinterpretq_s8_u8(vandq_u8(wb, m4)), ylo, k);                   \
+        h0 = vdotq_laneq_s32(h0, vreinterpretq_s8_u8(vshrq_n_u8(wa, 4)), yhi, k);                  \
+        h1 = vdotq_laneq_s32(h1, vreinterpretq_s8_u8(vshrq_n_u8(wb, 4)), yhi, k);                  \
+    } while (0)
+                    RP_Q4K_G(0);
+                    RP_Q4K_G(1);
+                    RP_Q4K_G(2);
+                    RP_Q4K_G(3);
+#undef RP_Q4K_G
+                }
+                int32x4_t sa0, sa1, sb0, sb1;
+                SFX(rp_u8x8)(pb + NRP_Q4K_SC + 8 * (2 * c), &sa0, &sa1);
+                SFX(rp_u8x8)(pb + NRP_Q4K_SC + 8 * (2 * c + 1), &sb0, &sb1);
+                is0 = vmlaq_s32(vmlaq_s32(is0, l0, sa0), h0, sb0);
+                is1 = vmlaq_s32(vmlaq_s32(is1, l1, sa1), h1, sb1);
+            }
+            int32x4_t sm0 = vdupq_n_s32(0), sm1 = vdupq_n_s32(0);
+            for (int j = 0; j < 8; j++) {
+                int32x4_t m0, m1;
+                SFX(rp_u8x8)(pb + NRP_Q4K_MN + 8 * j, &m0, &m1);
+                const int32_t bp = yb->bsums[2 * j] + yb->bsums[2 * j + 1];
+                sm0 = vmlaq_n_s32(sm0, m0, bp);
+                sm1 = vmlaq_n_s32(sm1, m1, bp);
+            }
+            const float yd = yb->d;
+            const int32x4_t isv[2] = {is0, is1}, smv[2] = {sm0, sm1};
+            const float32x4_t dxv[2] = {dx0, dx1}, dmv[2] = {dm0, dm1};
+            for (int hh = 0; hh < 2; hh++) {
+                const float32x4_t d = vmulq_n_f32(dxv[hh], yd);
+                float32x4_t tt = vmulq_f32(d, vcvtq_f32_s32(isv[hh]));
+                const float32x4_t dmin = vmulq_n_f32(dmv[hh], yd);
+                const float32x4_t m = vmulq_f32(dmin, vcvtq_f32_s32(smv[hh]));
+                tt = vsubq_f32(tt, m);
+                acc[t][hh] = vaddq_f32(acc[t][hh], tt);
+            }
+        }
+    }
+    for (int t = 0; t < K; t++) {
+        vst1q_f32(out + t * os, acc[t][0]);
+        vst1q_f32(out + t * os + 4, acc[t][1]);
+    }
+}
+
+TGT static void SFX(rp_gemm_q4_K)(int64_t n, const void *tile, const void *vy, size_t ys,
+                                  int64_t nt, const int32_t *aux, float *out, int64_t os) {
+    (void)aux;
+    const int64_t nb = n / QKK;
+    for (int64_t t0 = 0; t0 < nt; t0 += 4) {
+        const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
+        const blk_q8_K *y[4];
+        for (int t = 0; t < 4; t++)
+            y[t] = (const blk_q8_K *)((const char *)vy + (size_t)(t0 + (t < k ? t : 0)) * ys);
+        float *o = out + t0 * os;
+        switch (k) {
+        case 1:
+            SFX(rp_q4_K_k)(nb, tile, y, 1, o, os);
+            break;
+        case 2:
+            SFX(rp_q4_K_k)(nb, tile, y, 2, o, os);
+            break;
+        case 3:
+            SFX(rp_q4_K_k)(nb, tile, y, 3, o, os);
+            break;
+        default:
+            SFX(rp_q4_K_k)(nb, tile, y, 4, o, os);
+            break;
+        }
+    }
+}
 #endif
 
 /* ------------------------------------------------------------- table */
@@ -428,6 +567,10 @@ static void SFX(fill_int)(struct kern_ops *ops) {
     ops[ICA_Q4_0].rp_bytes = SFX(rp_bytes_q4_0);
     ops[ICA_Q4_0].rp_aux = SFX(rp_aux_q4_0);
     ops[ICA_Q4_0].rp_rows = NRP_ROWS;
+    ops[ICA_Q4_K].rp_pack = SFX(rp_pack_q4_K);
+    ops[ICA_Q4_K].rp_gemm = SFX(rp_gemm_q4_K);
+    ops[ICA_Q4_K].rp_bytes = SFX(rp_bytes_q4_K);
+    ops[ICA_Q4_K].rp_rows = NRP_ROWS;
 #endif
     ops[ICA_IQ4_NL].tile4 = SFX(tile4_iq4_nl);
     for (size_t k = 0; k < sizeof types / sizeof types[0]; k++) {
