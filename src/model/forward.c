@@ -28,10 +28,22 @@ struct attn_ws {
     void *kh;      /* [n_ctx][head_dim] one head's keys, contiguous (cache type) */
     void *vt;      /* [head_dim_v][n_ctx] one head's values, transposed (cache type) */
     float *qh;     /* [B][head_dim] one head's queries */
-    float *kq;     /* [B][n_ctx] scores, then probabilities */
+    float *kq;     /* [max(B, group)][n_ctx] scores, then probabilities */
     float *oh;     /* [B][head_dim_v] one head's output */
     void *scratch; /* activation rounding of the attention products */
+    /* single-token path (no gather): */
+    void *qr;     /* [group][head_dim] queries rounded to the cache type */
+    void *pr;     /* [n_ctx] probabilities rounded to the cache type */
+    float *pf;    /* [group][n_ctx] the rounded probabilities as floats */
+    float *lanes; /* [ATT_HEADS][ATT_LANES][head_dim_v] per-lane sums of V^T p */
 };
+
+/* The single-token KQV keeps the F32/F16 vec_dot's 64 lanes (4 accumulators
+ * of 16) for up to ATT_HEADS query heads that share a kv head. */
+#define ATT_LANES 64
+#define ATT_HEADS 4
+/* query heads per kv head handled at once by the single-token path */
+#define ATT_GROUP_MAX 64
 
 struct model_ctx {
     const struct model *m;
@@ -54,9 +66,10 @@ struct model_ctx {
     float *moe_acc;     /* [n_embd] */
     struct attn_ws *ws; /* per-thread attention buffers */
     int n_ws;
-    void *mm_scratch;        /* activation rounding for every matrix product */
-    uint8_t *row_order;      /* [B] enum kern_order per row */
-    uint32_t *b_seq, *b_pos; /* [B] batch built by model_eval */
+    void *mm_scratch;         /* activation rounding for every matrix product */
+    uint8_t *row_order;       /* [B] enum kern_order per row */
+    uint32_t *b_seq, *b_pos;  /* [B] batch built by model_eval */
+    const uint8_t **kp, **vp; /* [n_ctx] one sequence's K and V rows of one layer */
     bool *b_out, *b_decode;
     struct pool *pool; /* threads for the matrix products */
 };
@@ -148,6 +161,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->b_pos = malloc(B * sizeof *c->b_pos);
     c->b_out = malloc(B * sizeof *c->b_out);
     c->b_decode = malloc(B * sizeof *c->b_decode);
+    c->kp = malloc(C * sizeof *c->kp);
+    c->vp = malloc(C * sizeof *c->vp);
     c->moe_acc = malloc(E * sizeof(float));
     size_t ss = max_scratch(m, c->n_batch, c->n_ctx, c->kv_type);
     c->mm_scratch = malloc(ss ? ss : 1);
@@ -161,21 +176,27 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
         size_t as = kern_matmul_scratch_size(c->kv_type, hp->head_dim, B);
         const size_t as2 = kern_matmul_scratch_size(c->kv_type, C, B);
         as = as2 > as ? as2 : as;
+        const size_t group = hp->n_head / hp->n_head_kv, KQR = B > group ? B : group;
         for (int t = 0; ws_ok && t < c->n_ws; t++) {
             struct attn_ws *w = &c->ws[t];
             w->kh = calloc(C * hp->head_dim, c->kv_elt);
             w->vt = calloc(C * hp->head_dim_v, c->kv_elt);
             w->qh = malloc(B * hp->head_dim * sizeof(float));
-            w->kq = malloc(B * C * sizeof(float));
+            w->kq = malloc(KQR * C * sizeof(float));
             w->oh = malloc(B * hp->head_dim_v * sizeof(float));
             w->scratch = malloc(as ? as : 1);
-            ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch;
+            w->qr = malloc(group * hp->head_dim * c->kv_elt);
+            w->pr = malloc(C * c->kv_elt);
+            w->pf = malloc(group * C * sizeof(float));
+            w->lanes = malloc((size_t)ATT_HEADS * ATT_LANES * hp->head_dim_v * sizeof(float));
+            ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch && w->qr && w->pr &&
+                    w->pf && w->lanes;
         }
     }
     if ((!p->no_own_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->h || !c->q || !c->k ||
         !c->v || !c->att || !c->tmp || !c->gate || !c->up || !c->rope || !c->router ||
         !c->moe_acc || !ws_ok || !c->mm_scratch || !c->pool || !c->row_order || !c->b_seq ||
-        !c->b_pos || !c->b_out || !c->b_decode) {
+        !c->b_pos || !c->b_out || !c->b_decode || !c->kp || !c->vp) {
         model_ctx_free(c);
         return ica_seterr(err, ICA_ERR_NOMEM,
                           "out of memory for a context of %zu tokens (KV cache %.1f MiB)", C,
@@ -201,7 +222,13 @@ void model_ctx_free(struct model_ctx *c) {
         free(c->ws[t].kq);
         free(c->ws[t].oh);
         free(c->ws[t].scratch);
+        free(c->ws[t].qr);
+        free(c->ws[t].pr);
+        free(c->ws[t].pf);
+        free(c->ws[t].lanes);
     }
+    free((void *)c->kp);
+    free((void *)c->vp);
     free(c->ws);
     pool_free(c->pool);
     free(c);
@@ -442,27 +469,26 @@ struct attn_job {
     const struct model_kv_view *kv;
     uint32_t il, t0, t1, pos0, n_kv;
     enum kern_order order;
+    bool lanes; /* KQV in vec_dot order without the transpose (see kqv_lanes) */
 };
 
 /* Keys (rows) and values (transposed) of kv head kvh into w: cells beyond
  * the used ones are zero, as in llama.cpp's padded window. */
 static void gather_kv(const struct attn_job *a, struct attn_ws *w, uint32_t kvh) {
-    const struct model_hparams *hp = &a->c->m->hp;
+    const struct model_ctx *c = a->c;
+    const struct model_hparams *hp = &c->m->hp;
     const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, n_kv = a->n_kv;
     const uint32_t used = a->pos0 + (a->t1 - a->t0);
-    const size_t es = a->c->kv_elt;
+    const size_t es = c->kv_elt;
     for (uint32_t j = 0; j < n_kv; j++) {
         uint8_t *kd = (uint8_t *)w->kh + (size_t)j * hd * es;
         if (j < used)
-            memcpy(kd, (const uint8_t *)a->kv->k(a->kv->ud, a->il, j) + (size_t)kvh * hd * es,
-                   hd * es);
+            memcpy(kd, c->kp[j] + (size_t)kvh * hd * es, hd * es);
         else
             memset(kd, 0, hd * es);
     }
     for (uint32_t j = 0; j < n_kv; j++) {
-        const uint8_t *vr =
-            j < used ? (const uint8_t *)a->kv->v(a->kv->ud, a->il, j) + (size_t)kvh * hdv * es
-                     : NULL;
+        const uint8_t *vr = j < used ? c->vp[j] + (size_t)kvh * hdv * es : NULL;
         if (es == 4)
             for (uint32_t d = 0; d < hdv; d++)
                 ((float *)w->vt)[(size_t)d * n_kv + j] = vr ? ((const float *)vr)[d] : 0.0f;
@@ -511,27 +537,316 @@ static void attention_heads(const struct attn_job *a, struct attn_ws *w, uint32_
     }
 }
 
+/* ---- single-token attention straight from the cache rows ----
+ *
+ * KQV in the vec_dot order of the F32/F16 kernels (ref.c vec_dot_f32/f16):
+ * out[d] = sum over positions j of V[j][d] * p[j], position j < n64 (n
+ * rounded down to 64) fused into lane j % 64 in increasing j, the 64 lanes
+ * reduced as (l + l+32) + (l+16 + l+48), then the 16-lane halving tree, and
+ * the positions from n64 on added one rounded product at a time (in double
+ * for F16). Each lane is a row of head_dim_v sums, so a position's value row
+ * is read as it lies in the cache: no transposed copy. p holds the
+ * probabilities already rounded to the cache type (exact in float). */
+
+static void kqv_lanes_scalar(const uint8_t *const *vp, size_t voff, bool f16, uint32_t used,
+                             uint32_t n_kv, uint32_t hdv, const float *p, float *acc, float *out) {
+    const uint32_t n64 = n_kv & ~(uint32_t)(ATT_LANES - 1);
+    for (size_t i = 0; i < (size_t)ATT_LANES * hdv; i++)
+        acc[i] = 0.0f;
+    for (uint32_t j = 0; j < n64; j++) {
+        float *a = acc + (size_t)(j % ATT_LANES) * hdv;
+        const uint8_t *r = j < used ? vp[j] + voff : NULL;
+        for (uint32_t d = 0; d < hdv; d++) {
+            const float v = !r    ? 0.0f
+                            : f16 ? kern_f16_to_f32(((const uint16_t *)r)[d])
+                                  : ((const float *)r)[d];
+            a[d] = fmaf(v, p[j], a[d]);
+        }
+    }
+    for (uint32_t d = 0; d < hdv; d++) {
+        float s[16];
+        for (int l = 0; l < 16; l++)
+            s[l] = (acc[(size_t)l * hdv + d] + acc[(size_t)(l + 32) * hdv + d]) +
+                   (acc[(size_t)(l + 16) * hdv + d] + acc[(size_t)(l + 48) * hdv + d]);
+        const float r = reduce16(s);
+        if (f16) {
+            double sum = (double)r;
+            for (uint32_t j = n64; j < n_kv; j++) {
+                const float v =
+                    j < used ? kern_f16_to_f32(((const uint16_t *)(vp[j] + voff))[d]) : 0.0f;
+                sum += (double)(v * p[j]);
+            }
+            out[d] = (float)sum;
+        } else {
+            float sum = r;
+            for (uint32_t j = n64; j < n_kv; j++) {
+                const float v = j < used ? ((const float *)(vp[j] + voff))[d] : 0.0f;
+                const float pr = v * p[j];
+                sum = sum + pr;
+            }
+            out[d] = sum;
+        }
+    }
+}
+
+#if defined(__x86_64__) || defined(__i386__)
+#define ATT_TGT __attribute__((target("avx2,fma,f16c,avx512f")))
+
+/* NV*16 value columns from d0 of NH heads, lane by lane: the lane's
+ * accumulators stay in registers while it runs over positions L, L+64, ... */
+ATT_TGT static inline __attribute__((always_inline)) void
+kqv_lanes_block_avx512(const uint8_t *const *vp, size_t voff, bool f16, uint32_t used, uint32_t n64,
+                       uint32_t hdv, uint32_t d0, const float *const *p, int nh, int nv,
+                       float *lanes) {
+    for (uint32_t L = 0; L < ATT_LANES; L++) {
+        __m512 acc[ATT_HEADS][4];
+        for (int h = 0; h < nh; h++)
+            for (int k = 0; k < nv; k++)
+                acc[h][k] = _mm512_setzero_ps();
+        for (uint32_t j = L; j < n64; j += ATT_LANES) {
+            __m512 v[4];
+            if (j >= used) {
+                for (int k = 0; k < nv; k++)
+                    v[k] = _mm512_setzero_ps();
+            } else if (f16) {
+                const uint16_t *r = (const uint16_t *)(vp[j] + voff) + d0;
+                for (int k = 0; k < nv; k++)
+                    v[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
+            } else {
+                const float *r = (const float *)(vp[j] + voff) + d0;
+                for (int k = 0; k < nv; k++)
+                    v[k] = _mm512_loadu_ps(r + 16 * k);
+            }
+            for (int h = 0; h < nh; h++) {
+                const __m512 pj = _mm512_set1_ps(p[h][j]);
+                for (int k = 0; k < nv; k++)
+                    acc[h][k] = _mm512_fmadd_ps(v[k], pj, acc[h][k]);
+            }
+        }
+        for (int h = 0; h < nh; h++)
+            for (int k = 0; k < nv; k++)
+                _mm512_storeu_ps(lanes + ((size_t)h * ATT_LANES + L) * hdv + d0 + 16 * k,
+                                 acc[h][k]);
+    }
+}
+
+#define KQV_BLOCK(NH, NV)                                                                          \
+    kqv_lanes_block_avx512(vp, voff, f16, used, n64, hdv, d0, p, NH, NV, lanes)
+#define KQV_BLOCKS(NV)                                                                             \
+    do {                                                                                           \
+        switch (nh) {                                                                              \
+        case 4:                                                                                    \
+            KQV_BLOCK(4, NV);                                                                      \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            KQV_BLOCK(3, NV);                                                                      \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            KQV_BLOCK(2, NV);                                                                      \
+            break;                                                                                 \
+        default:                                                                                   \
+            KQV_BLOCK(1, NV);                                                                      \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+
+/* hdv % 16 == 0, nh <= ATT_HEADS heads sharing the value rows. */
+ATT_TGT static void kqv_lanes_avx512(const uint8_t *const *vp, size_t voff, bool f16, uint32_t used,
+                                     uint32_t n_kv, uint32_t hdv, const float *const *p, int nh,
+                                     float *lanes, float *const *out) {
+    const uint32_t n64 = n_kv & ~(uint32_t)(ATT_LANES - 1);
+    for (uint32_t d0 = 0; d0 < hdv; d0 += 64) {
+        switch (hdv - d0 >= 64 ? 4 : (hdv - d0) / 16) {
+        case 4:
+            KQV_BLOCKS(4);
+            break;
+        case 3:
+            KQV_BLOCKS(3);
+            break;
+        case 2:
+            KQV_BLOCKS(2);
+            break;
+        default:
+            KQV_BLOCKS(1);
+            break;
+        }
+    }
+    for (int h = 0; h < nh; h++) {
+        const float *A = lanes + (size_t)h * ATT_LANES * hdv;
+        for (uint32_t d = 0; d < hdv; d += 16) {
+            __m512 s[16];
+            for (int l = 0; l < 16; l++)
+                s[l] =
+                    _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(A + (size_t)l * hdv + d),
+                                                _mm512_loadu_ps(A + (size_t)(l + 32) * hdv + d)),
+                                  _mm512_add_ps(_mm512_loadu_ps(A + (size_t)(l + 16) * hdv + d),
+                                                _mm512_loadu_ps(A + (size_t)(l + 48) * hdv + d)));
+            for (int l = 0; l < 8; l++)
+                s[l] = _mm512_add_ps(s[l + 8], s[l]);
+            for (int l = 0; l < 4; l++)
+                s[l] = _mm512_add_ps(s[l + 4], s[l]);
+            for (int l = 0; l < 2; l++)
+                s[l] = _mm512_add_ps(s[l], s[l + 2]);
+            _mm512_storeu_ps(out[h] + d, _mm512_add_ps(s[0], s[1]));
+        }
+        if (n64 == n_kv)
+            continue;
+        /* leftover positions (a context size not a multiple of 64) */
+        for (uint32_t d = 0; d < hdv; d++) {
+            if (f16) {
+                double sum = (double)out[h][d];
+                for (uint32_t j = n64; j < n_kv; j++) {
+                    const float v =
+                        j < used ? kern_f16_to_f32(((const uint16_t *)(vp[j] + voff))[d]) : 0.0f;
+                    sum += (double)(v * p[h][j]);
+                }
+                out[h][d] = (float)sum;
+            } else {
+                float sum = out[h][d];
+                for (uint32_t j = n64; j < n_kv; j++) {
+                    const float v = j < used ? ((const float *)(vp[j] + voff))[d] : 0.0f;
+                    const float pr = v * p[h][j];
+                    sum = sum + pr;
+                }
+                out[h][d] = sum;
+            }
+        }
+    }
+}
+#undef KQV_BLOCKS
+#undef KQV_BLOCK
+#endif
+
+/* Whether this CPU level and shape take the single-token path for KQV. */
+static bool kqv_lanes_fast(const struct model_hparams *hp) {
+#if defined(__x86_64__) || defined(__i386__)
+    return kern_level_current() >= 2 && hp->head_dim_v % 16 == 0;
+#else
+    (void)hp;
+    return false;
+#endif
+}
+
+/* Query heads [h0, h1) of one sequence's tokens, every token in the
+ * single-token order: KQ as vec_dots over the cache's key rows, KQV by
+ * kqv_lanes. Same bits as attention_heads with KERN_ORDER_SINGLE. */
+static void attention_heads_single(const struct attn_job *a, struct attn_ws *w, uint32_t h0,
+                                   uint32_t h1) {
+    struct model_ctx *c = a->c;
+    const struct model_hparams *hp = &c->m->hp;
+    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, n = a->t1 - a->t0, n_kv = a->n_kv;
+    const uint32_t used = a->pos0 + n;
+    const size_t QD = (size_t)hp->n_head * hd, OD = (size_t)hp->n_head * hdv, es = c->kv_elt;
+    const uint32_t group = hp->n_head / hp->n_head_kv;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const bool f16 = c->kv_type == ICA_F16;
+    const struct kern_traits *tr = kern_get_traits(c->kv_type);
+    const bool fast = kqv_lanes_fast(hp);
+    for (uint32_t t = 0; t < n; t++) {
+        const uint32_t pos = a->pos0 + t;
+        const float *qt = c->q + (a->t0 + t) * QD;
+        for (uint32_t hb = h0; hb < h1;) {
+            const uint32_t kvh = hb / group;
+            uint32_t he = (kvh + 1) * group < h1 ? (kvh + 1) * group : h1;
+            if (he - hb > ATT_GROUP_MAX)
+                he = hb + ATT_GROUP_MAX;
+            const uint32_t nh = he - hb;
+            const void *qv[ATT_GROUP_MAX];
+            for (uint32_t i = 0; i < nh; i++) {
+                const float *q = qt + (size_t)(hb + i) * hd;
+                if (f16) {
+                    void *r = (uint8_t *)w->qr + (size_t)i * hd * es;
+                    tr->from_float(q, r, hd);
+                    qv[i] = r;
+                } else {
+                    qv[i] = q;
+                }
+            }
+            /* KQ: one vec_dot per key (the keys after pos are masked) */
+            const size_t koff = (size_t)kvh * hd * es;
+            for (uint32_t j = 0; j <= pos; j++) {
+                const uint8_t *kr = c->kp[j] + koff;
+                for (uint32_t i = 0; i < nh; i++)
+                    tr->vec_dot(hd, w->kq + (size_t)i * n_kv + j, kr, qv[i]);
+            }
+            const float *pv[ATT_GROUP_MAX];
+            for (uint32_t i = 0; i < nh; i++) {
+                float *row = w->kq + (size_t)i * n_kv;
+                for (uint32_t j = 0; j < n_kv; j++)
+                    row[j] = j <= pos ? row[j] * scale : -INFINITY;
+                softmax(row, row, n_kv);
+                if (f16) {
+                    /* the product rounds the probabilities to F16 */
+                    float *pf = w->pf + (size_t)i * n_kv;
+                    tr->from_float(row, w->pr, n_kv);
+                    const uint16_t *ph = w->pr;
+                    for (uint32_t j = 0; j < n_kv; j++)
+                        pf[j] = kern_f16_to_f32(ph[j]);
+                    pv[i] = pf;
+                } else {
+                    pv[i] = row;
+                }
+            }
+            const size_t voff = (size_t)kvh * hdv * es;
+            float *ov[ATT_GROUP_MAX];
+            for (uint32_t i = 0; i < nh; i++)
+                ov[i] = c->att + (a->t0 + t) * OD + (size_t)(hb + i) * hdv;
+#if defined(__x86_64__) || defined(__i386__)
+            if (fast) {
+                for (uint32_t i = 0; i < nh; i += ATT_HEADS)
+                    kqv_lanes_avx512(c->vp, voff, f16, used, n_kv, hdv, pv + i,
+                                     nh - i < ATT_HEADS ? (int)(nh - i) : ATT_HEADS, w->lanes,
+                                     ov + i);
+            } else
+#endif
+                for (uint32_t i = 0; i < nh; i++)
+                    kqv_lanes_scalar(c->vp, voff, f16, used, n_kv, hdv, pv[i], w->lanes, ov[i]);
+            hb = he;
+        }
+    }
+    (void)fast;
+}
+
 static void attn_task(void *ud, int ith, int nth) {
     const struct attn_job *a = ud;
     const uint32_t H = a->c->m->hp.n_head;
     /* contiguous blocks of query heads: each thread gathers few kv heads */
     const uint32_t h0 = (uint32_t)((uint64_t)H * (uint64_t)ith / (uint64_t)nth);
     const uint32_t h1 = (uint32_t)((uint64_t)H * (uint64_t)(ith + 1) / (uint64_t)nth);
-    attention_heads(a, &a->c->ws[ith], h0, h1);
+    if (a->lanes)
+        attention_heads_single(a, &a->c->ws[ith], h0, h1);
+    else
+        attention_heads(a, &a->c->ws[ith], h0, h1);
 }
 
 /* Attention of the tokens t0..t1-1 of one sequence (positions pos0..) in
  * layer il, heads spread over the threads, as llama.cpp's non-flash path.
  * llama.cpp runs these products over a KV window padded to 256 cells (zeros
  * beyond the used ones); padding to 64 gives the same kernel paths and sums,
- * since padded cells add exact zeros in every lane. */
+ * since padded cells add exact zeros in every lane. Tokens in the
+ * single-token order read the cache rows in place; a prompt (sgemm order)
+ * gathers each kv head's keys and transposed values once for all its
+ * tokens. */
 static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il,
                           uint32_t t0, uint32_t t1, uint32_t pos0, enum kern_order order) {
+    const struct model_hparams *hp = &c->m->hp;
     const uint32_t used = pos0 + (t1 - t0);
     uint32_t n_kv = round_up(used, 64);
     if (n_kv > c->n_ctx)
         n_kv = c->n_ctx;
-    struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order};
+    for (uint32_t j = 0; j < used; j++) {
+        c->kp[j] = kv->k(kv->ud, il, j);
+        c->vp[j] = kv->v(kv->ud, il, j);
+    }
+    /* the order kern_matmul_ex would give the KQV product */
+    const uint32_t n = t1 - t0;
+    bool single = n == 1 ? order != KERN_ORDER_BATCH : order == KERN_ORDER_SINGLE;
+    if (!kern_matmul_orders_differ(c->kv_type, hp->head_dim_v, n_kv))
+        single = true; /* both orders give the same bits */
+    /* the scalar level (ICALIGN_SIMD=scalar, a reference mode) takes it too,
+     * so that its portable kqv_lanes_scalar is exercised */
+    const bool lanes = single && (kqv_lanes_fast(hp) || kern_level_current() == 0);
+    struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order, lanes};
     pool_run(c->pool, attn_task, &a);
 }
 
