@@ -33,6 +33,10 @@ static void help(FILE *fp) {
             "      --batch-seqs N     sequences generated at once (default 8)\n"
             "      --no-cache         compute every prompt in full (no prefix reuse)\n"
             "      --json             one JSON object instead of the table\n"
+            "      --dump-prompts F   write the workload's requests to F as JSON lines\n"
+            "                         ({\"index\", \"prompt\", \"tokens\"}: the rendered text and\n"
+            "                         its token ids, BOS included) and exit without running\n"
+            "                         (tools/bench_llama_server.py sends them to llama-server)\n"
             "  -h, --help             this text\n",
             cli_model_opts_help());
 }
@@ -44,7 +48,8 @@ enum {
     OPT_LIMIT,
     OPT_BATCHSEQ,
     OPT_NOCACHE,
-    OPT_JSON
+    OPT_JSON,
+    OPT_DUMP
 };
 
 struct counter {
@@ -106,7 +111,7 @@ int cmd_bench(int argc, char **argv) {
         return cmd_bench_speed(argc, argv);
     struct cli_model_opts mo;
     cli_model_opts_init(&mo);
-    const char *workload = "urial", *demos = NULL, *qpath = NULL;
+    const char *workload = "urial", *demos = NULL, *qpath = NULL, *dump = NULL;
     long limit = 80, tokens = 16, batch = 8;
     bool no_cache = false, json = false;
     static const struct option opts[] = {CLI_MODEL_LONGOPTS,
@@ -118,6 +123,7 @@ int cmd_bench(int argc, char **argv) {
                                          {"batch-seqs", required_argument, 0, OPT_BATCHSEQ},
                                          {"no-cache", no_argument, 0, OPT_NOCACHE},
                                          {"json", no_argument, 0, OPT_JSON},
+                                         {"dump-prompts", required_argument, 0, OPT_DUMP},
                                          {"help", no_argument, 0, 'h'},
                                          {0, 0, 0, 0}};
     /* --batch (model options) is the prompt chunk; sequences at once are --batch-seqs */
@@ -155,6 +161,9 @@ int cmd_bench(int argc, char **argv) {
             break;
         case OPT_JSON:
             json = true;
+            break;
+        case OPT_DUMP:
+            dump = optarg;
             break;
         case 'h':
             help(stdout);
@@ -202,7 +211,12 @@ int cmd_bench(int argc, char **argv) {
     /* tokenize every prompt first: the timing covers the engine only */
     int32_t **ids = calloc(nq, sizeof *ids);
     size_t *nids = calloc(nq, sizeof *nids), max_prompt = 0;
-    for (size_t i = 0; ids && nids && i < nq; i++) {
+    FILE *dfp = NULL;
+    if (dump && !(dfp = fopen(dump, "w"))) {
+        cli_error("bench: cannot write %s", dump);
+        rc = 1;
+    }
+    for (size_t i = 0; rc == 0 && ids && nids && i < nq; i++) {
         char *prompt = NULL;
         size_t plen = 0;
         const char *msg = qs[i];
@@ -213,12 +227,26 @@ int cmd_bench(int argc, char **argv) {
             rc = 1;
             break;
         }
+        if (dfp) {
+            json_object *o = json_object_new_object(), *toks = json_object_new_array();
+            json_object_object_add(o, "index", json_object_new_int64((int64_t)i));
+            json_object_object_add(o, "prompt", json_object_new_string_len(prompt, (int)plen));
+            for (size_t k = 0; k < nids[i]; k++)
+                json_object_array_add(toks, json_object_new_int(ids[i][k]));
+            json_object_object_add(o, "tokens", toks);
+            fprintf(dfp, "%s\n", json_object_to_json_string_ext(o, JSON_C_TO_STRING_PLAIN));
+            json_object_put(o);
+        }
         free(prompt);
         if (nids[i] > max_prompt)
             max_prompt = nids[i];
     }
+    if (dfp && fclose(dfp) != 0 && rc == 0) {
+        cli_error("bench: cannot write %s", dump);
+        rc = 1;
+    }
     struct engine *e = NULL;
-    if (rc == 0) {
+    if (rc == 0 && !dump) {
         struct engine_params ep = engine_default_params();
         ep.n_ctx = mo.n_ctx ? mo.n_ctx : (uint32_t)(max_prompt + (size_t)tokens + 1);
         ep.n_batch = mo.n_batch;
@@ -233,7 +261,7 @@ int cmd_bench(int argc, char **argv) {
     }
     struct counter cnt = {0, 0};
     double t0 = now_s(), wall = 0;
-    if (rc == 0) {
+    if (rc == 0 && !dump) {
         struct gen_params gp = gen_default_params();
         gp.max_tokens = (uint32_t)tokens;
         gp.ignore_eos = true;
@@ -252,7 +280,7 @@ int cmd_bench(int argc, char **argv) {
         }
         wall = now_s() - t0;
     }
-    if (rc == 0) {
+    if (rc == 0 && !dump) {
         struct engine_stats st;
         engine_get_stats(e, &st);
         const struct model_hparams *hp = model_get_hparams(mo.model);
