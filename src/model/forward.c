@@ -717,6 +717,12 @@ ATT_TGT static void kqv_lanes_avx512(const uint8_t *const *vp, size_t voff, bool
 #undef KQV_BLOCK
 #endif
 
+static bool attn_force_gather; /* test hook: model_attn_force_gather */
+
+void model_attn_force_gather(bool on) {
+    attn_force_gather = on;
+}
+
 /* Whether this CPU level and shape take the single-token path for KQV. */
 static bool kqv_lanes_fast(const struct model_hparams *hp) {
 #if defined(__x86_64__) || defined(__i386__)
@@ -845,7 +851,8 @@ static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, u
         single = true; /* both orders give the same bits */
     /* the scalar level (ICALIGN_SIMD=scalar, a reference mode) takes it too,
      * so that its portable kqv_lanes_scalar is exercised */
-    const bool lanes = single && (kqv_lanes_fast(hp) || kern_level_current() == 0);
+    const bool lanes =
+        single && !attn_force_gather && (kqv_lanes_fast(hp) || kern_level_current() == 0);
     struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order, lanes};
     pool_run(c->pool, attn_task, &a);
 }

@@ -43,4 +43,9 @@ struct model {
     size_t rp_bytes; /* bytes of all repacked copies */
 };
 
+/* Tests: true makes every attention gather the keys and transposed values
+ * (the prompt path) instead of reading single tokens' rows in place; both
+ * must give the same bits. Not thread-safe; default false. */
+void model_attn_force_gather(bool on);
+
 #endif
