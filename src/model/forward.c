@@ -33,6 +33,7 @@ struct attn_ws {
     void *scratch; /* activation rounding of the attention products */
     /* single-token path (no gather): */
     void *qr;     /* [group][head_dim] queries rounded to the cache type */
+    float *qf;    /* [group][head_dim] the rounded queries as floats */
     void *pr;     /* [n_ctx] probabilities rounded to the cache type */
     float *pf;    /* [group][n_ctx] the rounded probabilities as floats */
     float *lanes; /* [ATT_HEADS][ATT_LANES][head_dim_v] per-lane sums of V^T p */
@@ -186,11 +187,12 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
             w->oh = malloc(B * hp->head_dim_v * sizeof(float));
             w->scratch = malloc(as ? as : 1);
             w->qr = malloc(group * hp->head_dim * c->kv_elt);
+            w->qf = malloc(group * hp->head_dim * sizeof(float));
             w->pr = malloc(C * c->kv_elt);
             w->pf = malloc(group * C * sizeof(float));
             w->lanes = malloc((size_t)ATT_HEADS * ATT_LANES * hp->head_dim_v * sizeof(float));
-            ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch && w->qr && w->pr &&
-                    w->pf && w->lanes;
+            ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch && w->qr && w->qf &&
+                    w->pr && w->pf && w->lanes;
         }
     }
     if ((!p->no_own_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->h || !c->q || !c->k ||
@@ -223,6 +225,7 @@ void model_ctx_free(struct model_ctx *c) {
         free(c->ws[t].oh);
         free(c->ws[t].scratch);
         free(c->ws[t].qr);
+        free(c->ws[t].qf);
         free(c->ws[t].pr);
         free(c->ws[t].pf);
         free(c->ws[t].lanes);
@@ -713,6 +716,67 @@ ATT_TGT static void kqv_lanes_avx512(const uint8_t *const *vp, size_t voff, bool
         }
     }
 }
+/* KQ for 16 keys at once in the vec_dot order (hd % 64 == 0): per key the
+ * 4 x 16-lane fused sums over head_dim, (acc0 + acc2) + (acc1 + acc3), then
+ * the 16-lane halving tree (i + 8, i + 4, i + 2, i + 1) done for the 16 keys
+ * together by shuffles, which add the same pairs of partial sums. */
+ATT_TGT static inline __m512 kq_key_avx512(const uint8_t *kr, bool f16, uint32_t hd,
+                                           const float *q) {
+    __m512 acc[4];
+    for (int k = 0; k < 4; k++)
+        acc[k] = _mm512_setzero_ps();
+    for (uint32_t i = 0; i < hd; i += 64)
+        for (int k = 0; k < 4; k++) {
+            const __m512 kv = f16 ? _mm512_cvtph_ps(_mm256_loadu_si256(
+                                        (const __m256i *)((const uint16_t *)kr + i + 16 * k)))
+                                  : _mm512_loadu_ps((const float *)kr + i + 16 * k);
+            acc[k] = _mm512_fmadd_ps(kv, _mm512_loadu_ps(q + i + 16 * k), acc[k]);
+        }
+    return _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
+}
+
+/* scores[h][j] = vec_dot(key row j, q[h]) for j < n_keys and nh heads, q
+ * as floats (already rounded to the cache type); 16 keys per round (their
+ * rows stay in L1 for every head), the last round padded with key 0. */
+ATT_TGT static void kq_keys_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd,
+                                   uint32_t n_keys, const float *const *qs, uint32_t nh,
+                                   float *scores, size_t stride) {
+    const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
+    for (uint32_t j0 = 0; j0 < n_keys; j0 += 16)
+        for (uint32_t h = 0; h < nh; h++) {
+            const float *q = qs[h];
+            float *out = scores + h * stride;
+            __m512 w[8];
+            for (int k = 0; k < 8; k++) {
+                const uint32_t ja = j0 + 2 * k, jb = ja + 1;
+                const __m512 a = kq_key_avx512(kp[ja < n_keys ? ja : 0] + koff, f16, hd, q);
+                const __m512 b = kq_key_avx512(kp[jb < n_keys ? jb : 0] + koff, f16, hd, q);
+                /* lanes 0-7: key ja's s[i] + s[i+8]; lanes 8-15: key jb's */
+                w[k] = _mm512_add_ps(_mm512_shuffle_f32x4(a, b, 0x44),
+                                     _mm512_shuffle_f32x4(a, b, 0xEE));
+            }
+            __m512 x[4];
+            for (int k = 0; k < 4; k++) /* 128-bit lane m: key 4k+m's a[i] + a[i+4] */
+                x[k] = _mm512_add_ps(_mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0x88),
+                                     _mm512_shuffle_f32x4(w[2 * k], w[2 * k + 1], 0xDD));
+            __m512 y[2];
+            for (int k = 0; k < 2; k++) /* lane m: keys 8k+m, 8k+4+m: b[i] + b[i+2] */
+                y[k] = _mm512_add_ps(_mm512_shuffle_ps(x[2 * k], x[2 * k + 1], 0x44),
+                                     _mm512_shuffle_ps(x[2 * k], x[2 * k + 1], 0xEE));
+            /* element 4m+t: key 4t+m's c0 + c1 */
+            const __m512 z = _mm512_add_ps(_mm512_shuffle_ps(y[0], y[1], 0x88),
+                                           _mm512_shuffle_ps(y[0], y[1], 0xDD));
+            const __m512 r = _mm512_permutexvar_ps(perm, z);
+            if (j0 + 16 <= n_keys) {
+                _mm512_storeu_ps(out + j0, r);
+            } else {
+                float tmp[16];
+                _mm512_storeu_ps(tmp, r);
+                memcpy(out + j0, tmp, (n_keys - j0) * sizeof(float));
+            }
+        }
+}
+
 #undef KQV_BLOCKS
 #undef KQV_BLOCK
 #endif
@@ -770,11 +834,26 @@ static void attention_heads_single(const struct attn_job *a, struct attn_ws *w, 
             }
             /* KQ: one vec_dot per key (the keys after pos are masked) */
             const size_t koff = (size_t)kvh * hd * es;
-            for (uint32_t j = 0; j <= pos; j++) {
-                const uint8_t *kr = c->kp[j] + koff;
-                for (uint32_t i = 0; i < nh; i++)
-                    tr->vec_dot(hd, w->kq + (size_t)i * n_kv + j, kr, qv[i]);
-            }
+#if defined(__x86_64__) || defined(__i386__)
+            if (fast && hd % 64 == 0) {
+                const float *qf[ATT_GROUP_MAX];
+                for (uint32_t i = 0; i < nh; i++) {
+                    qf[i] = qv[i];
+                    if (f16) {
+                        float *qd = w->qf + (size_t)i * hd;
+                        for (uint32_t d = 0; d < hd; d++)
+                            qd[d] = kern_f16_to_f32(((const uint16_t *)qv[i])[d]);
+                        qf[i] = qd;
+                    }
+                }
+                kq_keys_avx512(c->kp, koff, f16, hd, pos + 1, qf, nh, w->kq, n_kv);
+            } else
+#endif
+                for (uint32_t j = 0; j <= pos; j++) {
+                    const uint8_t *kr = c->kp[j] + koff;
+                    for (uint32_t i = 0; i < nh; i++)
+                        tr->vec_dot(hd, w->kq + (size_t)i * n_kv + j, kr, qv[i]);
+                }
             const float *pv[ATT_GROUP_MAX];
             for (uint32_t i = 0; i < nh; i++) {
                 float *row = w->kq + (size_t)i * n_kv;

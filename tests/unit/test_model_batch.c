@@ -271,7 +271,7 @@ static void check_attention_paths(uint32_t kv_type, uint32_t n_embd, uint32_t n_
         model_attn_force_gather(g == 1);
         struct model_ctx *ctx;
         assert_int_equal(model_ctx_new(m, &cp, &ctx, &err), ICA_OK);
-        rows[g] = malloc((size_t)N * V * sizeof(float));
+        rows[g] = calloc((size_t)N * V, sizeof(float)); /* rows 1-4 stay 0 */
         int32_t p[5];
         for (uint32_t i = 0; i < 5; i++)
             p[i] = tok(1, i, V);
