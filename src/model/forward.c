@@ -378,6 +378,28 @@ __attribute__((target("avx512f"))) static __m512 expf16_avx512(__m512 x) {
     return _mm512_mask_blend_ps(d, res, alt);
 }
 
+/* max_i x[i] (NaNs ignored) and 1 + the index of the last element that is
+ * not -inf, for the first n16 (a multiple of 16) elements: maxps keeps its
+ * second operand on NaN and equal zeros, as the scalar loop keeps mx (a
+ * maximum of -0 instead of +0 changes no exp(x - mx)). */
+__attribute__((target("avx512f"))) static void max_live_avx512(const float *x, int64_t n16,
+                                                               float *mx, int64_t *live) {
+    __m512 m = _mm512_set1_ps(-INFINITY);
+    const __m512 ninf = _mm512_set1_ps(-INFINITY);
+    for (int64_t i = 0; i < n16; i += 16) {
+        const __m512 v = _mm512_loadu_ps(x + i);
+        m = _mm512_max_ps(v, m);
+        const unsigned k = _mm512_cmp_ps_mask(v, ninf, _CMP_NEQ_UQ);
+        if (k)
+            *live = i + 32 - __builtin_clz(k);
+    }
+    float t[16], r = *mx;
+    _mm512_storeu_ps(t, m);
+    for (int l = 0; l < 16; l++)
+        r = t[l] > r ? t[l] : r;
+    *mx = r;
+}
+
 __attribute__((target("avx512f"))) static void exp_chunks_avx512(float *y, const float *x,
                                                                  int64_t n16, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
@@ -406,7 +428,14 @@ static void exp_chunks(float *y, const float *x, int64_t n16, float mx) {
 static void softmax(float *y, const float *x, int64_t n) {
     float mx = -INFINITY;
     int64_t live = 0; /* elements up to the last finite one */
-    for (int64_t i = 0; i < n; i++) {
+    int64_t i0 = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    if (kern_level_current() >= 2) {
+        i0 = n / 16 * 16;
+        max_live_avx512(x, i0, &mx, &live);
+    }
+#endif
+    for (int64_t i = i0; i < n; i++) {
         mx = x[i] > mx ? x[i] : mx;
         if (x[i] != -INFINITY)
             live = i + 1;
@@ -720,8 +749,8 @@ ATT_TGT static void kqv_lanes_avx512(const uint8_t *const *vp, size_t voff, bool
  * 4 x 16-lane fused sums over head_dim, (acc0 + acc2) + (acc1 + acc3), then
  * the 16-lane halving tree (i + 8, i + 4, i + 2, i + 1) done for the 16 keys
  * together by shuffles, which add the same pairs of partial sums. */
-ATT_TGT static inline __m512 kq_key_avx512(const uint8_t *kr, bool f16, uint32_t hd,
-                                           const float *q) {
+ATT_TGT static inline __attribute__((always_inline)) __m512
+kq_key_avx512(const uint8_t *kr, bool f16, uint32_t hd, const float *q) {
     __m512 acc[4];
     for (int k = 0; k < 4; k++)
         acc[k] = _mm512_setzero_ps();
@@ -738,9 +767,9 @@ ATT_TGT static inline __m512 kq_key_avx512(const uint8_t *kr, bool f16, uint32_t
 /* scores[h][j] = vec_dot(key row j, q[h]) for j < n_keys and nh heads, q
  * as floats (already rounded to the cache type); 16 keys per round (their
  * rows stay in L1 for every head), the last round padded with key 0. */
-ATT_TGT static void kq_keys_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd,
-                                   uint32_t n_keys, const float *const *qs, uint32_t nh,
-                                   float *scores, size_t stride) {
+ATT_TGT static inline __attribute__((always_inline)) void
+kq_keys_impl_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd, uint32_t n_keys,
+                    const float *const *qs, uint32_t nh, float *scores, size_t stride) {
     const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
     for (uint32_t j0 = 0; j0 < n_keys; j0 += 16)
         for (uint32_t h = 0; h < nh; h++) {
@@ -775,6 +804,23 @@ ATT_TGT static void kq_keys_avx512(const uint8_t *const *kp, size_t koff, bool f
                 memcpy(out + j0, tmp, (n_keys - j0) * sizeof(float));
             }
         }
+}
+
+/* kq_keys_impl_avx512 compiled for the common head sizes (constant trip
+ * counts: the query stays in registers across the 16 keys). */
+ATT_TGT static void kq_keys_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd,
+                                   uint32_t n_keys, const float *const *qs, uint32_t nh,
+                                   float *scores, size_t stride) {
+    if (!f16 && hd == 64)
+        kq_keys_impl_avx512(kp, koff, false, 64, n_keys, qs, nh, scores, stride);
+    else if (!f16 && hd == 128)
+        kq_keys_impl_avx512(kp, koff, false, 128, n_keys, qs, nh, scores, stride);
+    else if (f16 && hd == 64)
+        kq_keys_impl_avx512(kp, koff, true, 64, n_keys, qs, nh, scores, stride);
+    else if (f16 && hd == 128)
+        kq_keys_impl_avx512(kp, koff, true, 128, n_keys, qs, nh, scores, stride);
+    else
+        kq_keys_impl_avx512(kp, koff, f16, hd, n_keys, qs, nh, scores, stride);
 }
 
 #undef KQV_BLOCKS
