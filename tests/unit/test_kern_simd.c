@@ -297,7 +297,8 @@ static int same_bits(float a, float b) {
 
 /* vec_dot and dot4 (1..4 tokens, strided outputs) of every quantized type
  * and level on raw random weight blocks (all-ones and all-zero quants too)
- * and saturated activations, bit for bit against the reference vec_dot. */
+ * and saturated activations, bit for bit against the reference vec_dot;
+ * tile4 (4 rows by 1..4 tokens) where a level has one. */
 static void test_dots_raw(void **state) {
     (void)state;
     int lv[KERN_LEVEL_COUNT];
@@ -323,38 +324,55 @@ static void test_dots_raw(void **state) {
             const size_t ars = ica_dtype_row_size(r->vec_dot_type, len);
             for (int mode = 0; mode < 12; mode++) {
                 g_rng = 70000 + ti * 101 + li * 13 + (uint64_t)mode;
-                void *w = make_raw_weights(t, len, mode % 3);
+                /* 4 rows (tile4) of raw blocks, 4 tokens */
+                uint8_t *w = make_raw_weights(t, 4 * len, mode % 3);
+                const size_t wrs = ica_dtype_row_size(t, len);
                 float *x = malloc((size_t)(4 * len) * sizeof *x);
                 uint8_t *ya = malloc(4 * ars + 64);
                 fill_act(x, 4 * len, mode);
                 for (int k = 0; k < 4; k++)
                     q->from_float(x + k * len, ya + (size_t)k * ars, len);
-                float ref[4];
-                for (int k = 0; k < 4; k++)
-                    r->vec_dot(len, &ref[k], w, ya + (size_t)k * ars);
+                float ref[4][4]; /* [row][token] */
+                for (int rr = 0; rr < 4; rr++)
+                    for (int k = 0; k < 4; k++)
+                        r->vec_dot(len, &ref[rr][k], w + (size_t)rr * wrs, ya + (size_t)k * ars);
                 for (int l = 0; l < nl; l++) {
                     const struct kern_ops *o = kern_ops_get(lv[l], t);
-                    float got = -12345.f;
-                    o->tr.vec_dot(len, &got, w, ya);
-                    if (!same_bits(got, ref[0]))
-                        fail_msg("raw %s len %lld mode %d level %s: %.9g vs ref %.9g",
-                                 ica_dtype_info(t)->name, (long long)len, mode,
-                                 kern_level_name(lv[l]), got, ref[0]);
-                    if (!o->dot4)
-                        continue;
+                    const char *tn = ica_dtype_info(t)->name, *ln = kern_level_name(lv[l]);
+                    for (int rr = 0; rr < 4; rr++) {
+                        float got = -12345.f;
+                        o->tr.vec_dot(len, &got, w + (size_t)rr * wrs, ya + (size_t)rr * ars);
+                        if (!same_bits(got, ref[rr][rr]))
+                            fail_msg("raw %s len %lld mode %d level %s: %.9g vs ref %.9g", tn,
+                                     (long long)len, mode, ln, got, ref[rr][rr]);
+                    }
                     for (int nt = 1; nt <= 4; nt++) {
-                        float out[12];
-                        for (int k = 0; k < 12; k++)
-                            out[k] = -12345.f;
-                        o->dot4(len, w, ya, ars, nt, out, 3);
-                        for (int k = 0; k < 12; k++) {
-                            const int used = k % 3 == 0 && k / 3 < nt;
-                            if (used ? !same_bits(out[k], ref[k / 3]) : out[k] != -12345.f)
-                                fail_msg("raw dot4 %s len %lld mode %d level %s nt %d out %d: "
-                                         "%.9g vs ref %.9g",
-                                         ica_dtype_info(t)->name, (long long)len, mode,
-                                         kern_level_name(lv[l]), nt, k, out[k],
-                                         used ? ref[k / 3] : -12345.f);
+                        float out[20];
+                        if (o->dot4) {
+                            for (int k = 0; k < 12; k++)
+                                out[k] = -12345.f;
+                            o->dot4(len, w + wrs, ya, ars, nt, out, 3); /* row 1 */
+                            for (int k = 0; k < 12; k++) {
+                                const int used = k % 3 == 0 && k / 3 < nt;
+                                const float want = used ? ref[1][k / 3] : -12345.f;
+                                if (!same_bits(out[k], want))
+                                    fail_msg("raw dot4 %s len %lld mode %d level %s nt %d out %d: "
+                                             "%.9g vs ref %.9g",
+                                             tn, (long long)len, mode, ln, nt, k, out[k], want);
+                            }
+                        }
+                        if (o->tile4) {
+                            for (int k = 0; k < 20; k++)
+                                out[k] = -12345.f;
+                            o->tile4(len, w, wrs, ya, ars, nt, out, 5);
+                            for (int k = 0; k < 20; k++) {
+                                const int used = k % 5 < 4 && k / 5 < nt;
+                                const float want = used ? ref[k % 5][k / 5] : -12345.f;
+                                if (!same_bits(out[k], want))
+                                    fail_msg("raw tile4 %s len %lld mode %d level %s nt %d out %d: "
+                                             "%.9g vs ref %.9g",
+                                             tn, (long long)len, mode, ln, nt, k, out[k], want);
+                            }
                         }
                     }
                 }
