@@ -572,6 +572,61 @@ TGT static void SFX(dot4_iq4_nl)(int64_t n, const void *vx, const void *vy, size
         out[t * os] = r[t];
 }
 
+/* Four IQ4_NL rows by up to four tokens: lane r of each token's float
+ * accumulator is row r's chain, as in dot_iq4_nl. With VNNI the code-book
+ * values are made unsigned (v + 128, VPDPBUSD has no int16 step to
+ * saturate) and -128 * (4 activation bytes) starts each lane, once per
+ * token and block for the four rows; AVX2 keeps |v| . sign(y, v). */
+TGT static void SFX(tile4_iq4_nl)(int64_t n, const void *vx, size_t xs, const void *vy, size_t ys,
+                                  int nt, float *out, int64_t os) {
+    const blk_iq4_nl *x[4];
+    const blk_q8_0 *y[4];
+    for (int r = 0; r < 4; r++)
+        x[r] = XE_Y(blk_iq4_nl, vx, xs, r);
+    for (int t = 0; t < 4; t++)
+        y[t] = XE_Y(blk_q8_0, vy, ys, t < nt ? t : nt - 1);
+    __m128 acc[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};
+#if X86_VNNI
+    const __m256i lut = _mm256_xor_si256(xe_iq4_lut(), _mm256_set1_epi8((char)0x80));
+    const __m256i k128 = _mm256_set1_epi8((char)0x80);
+#else
+    const __m256i lut = xe_iq4_lut();
+#endif
+    for (int64_t i = 0; i < n / QK32; i++) {
+        __m256i q[4];
+#if !X86_VNNI
+        __m256i ax[4];
+#endif
+        for (int r = 0; r < 4; r++) {
+            pf(x[r] + i);
+            q[r] = _mm256_shuffle_epi8(lut, q4_bytes(x[r][i].qs));
+#if !X86_VNNI
+            ax[r] = _mm256_sign_epi8(q[r], q[r]);
+#endif
+        }
+        const __m128 dx = _mm_cvtph_ps(_mm_setr_epi16(
+            (short)x[0][i].d, (short)x[1][i].d, (short)x[2][i].d, (short)x[3][i].d, 0, 0, 0, 0));
+        for (int t = 0; t < nt; t++) {
+            const __m256i yv = loadu256(y[t][i].qs);
+            __m256i l[4];
+#if X86_VNNI
+            const __m256i corr = _mm256_sub_epi32(
+                _mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), k128, yv));
+            for (int r = 0; r < 4; r++)
+                l[r] = _mm256_dpbusd_epi32(corr, q[r], yv);
+#else
+            for (int r = 0; r < 4; r++)
+                l[r] = dot_ss_abs(ax[r], q[r], yv);
+#endif
+            const __m128 si = _mm_cvtepi32_ps(hsum4_i32(l[0], l[1], l[2], l[3]));
+            const __m128 d = _mm_mul_ps(dx, _mm_set1_ps(h2f(y[t][i].d)));
+            acc[t] = _mm_fmadd_ps(si, d, acc[t]);
+        }
+    }
+    for (int t = 0; t < nt; t++)
+        _mm_storeu_ps(out + t * os, acc[t]);
+}
+
 /* ------------------------------------------- Q5_0, Q4_1, Q5_1 (8 lanes) */
 
 /* 0x10 in byte j where bit j of the little-endian 32-bit word at p is set. */
@@ -677,6 +732,69 @@ TGT static void SFX(dot4_q5_0)(int64_t n, const void *vx, const void *vy, size_t
 XE_DOT_MIN(q4_1, blk_q4_1, q4_bytes(x[i].qs))
 XE_DOT_MIN(q5_1, blk_q5_1, xe_q5_1_q(&x[i]))
 
+/* Four rows of an 8-lane type (Q5_0, Q4_1) by up to four tokens, two
+ * rows at a time: the activation loads, scales and (Q5_0) the offset term
+ * -16 * (4 activation bytes) per lane are shared by the two rows, the
+ * quants stay unsigned; per output the lanes, FMAs and tree of vec_dot.
+ * (Q5_1 measured no faster this way than vec_dot / dot4.) */
+#define XE_TILE4(tn, blk, yblk, qfn, off, has_min, MX, SY)                                         \
+    TGT static void SFX(tile4_##tn)(int64_t n, const void *vx, size_t xs, const void *vy,          \
+                                    size_t ys, int nt, float *out, int64_t os) {                   \
+        const yblk *y[4];                                                                          \
+        for (int t = 0; t < 4; t++)                                                                \
+            y[t] = XE_Y(yblk, vy, ys, t < nt ? t : nt - 1);                                        \
+        for (int rp = 0; rp < 4; rp += 2) {                                                        \
+            const blk *x0 = XE_Y(blk, vx, xs, rp), *x1 = XE_Y(blk, vx, xs, rp + 1);                \
+            __m256 a0[4], a1[4];                                                                   \
+            float s0[4] = {0, 0, 0, 0}, s1[4] = {0, 0, 0, 0};                                      \
+            for (int t = 0; t < 4; t++)                                                            \
+                a0[t] = a1[t] = _mm256_setzero_ps();                                               \
+            for (int64_t i = 0; i < n / QK32; i++) {                                               \
+                pf(x0 + i);                                                                        \
+                pf(x1 + i);                                                                        \
+                const __m256i q0 = qfn(x0 + i), q1 = qfn(x1 + i);                                  \
+                const float d0 = h2f(x0[i].d), d1 = h2f(x1[i].d);                                  \
+                for (int t = 0; t < nt; t++) {                                                     \
+                    const __m256i yv = loadu256(y[t][i].qs);                                       \
+                    const float dy = h2f(y[t][i].d);                                               \
+                    __m256i corr = _mm256_setzero_si256();                                         \
+                    if (off)                                                                       \
+                        corr =                                                                     \
+                            _mm256_sub_epi32(corr, dot_us_acc(corr, _mm256_set1_epi8(off), yv));   \
+                    const __m256i l0 = dot_us_acc(corr, q0, yv);                                   \
+                    const __m256i l1 = dot_us_acc(corr, q1, yv);                                   \
+                    a0[t] =                                                                        \
+                        _mm256_fmadd_ps(_mm256_set1_ps(d0 * dy), _mm256_cvtepi32_ps(l0), a0[t]);   \
+                    a1[t] =                                                                        \
+                        _mm256_fmadd_ps(_mm256_set1_ps(d1 * dy), _mm256_cvtepi32_ps(l1), a1[t]);   \
+                    if (has_min) {                                                                 \
+                        s0[t] = fma1(MX(x0 + i), SY(y[t] + i), s0[t]);                             \
+                        s1[t] = fma1(MX(x1 + i), SY(y[t] + i), s1[t]);                             \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            for (int t = 0; t < nt; t++) {                                                         \
+                out[t * os + rp] = has_min ? hsum8(a0[t]) + s0[t] : hsum8(a0[t]);                  \
+                out[t * os + rp + 1] = has_min ? hsum8(a1[t]) + s1[t] : hsum8(a1[t]);              \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+/* fp16 m of a Q4_1/Q5_1 block and s of its Q8_1 activation block; 0 for
+ * Q5_0 (unused there: has_min 0). */
+#define XE_MX(b)   h2f((b)->m)
+#define XE_SY(b)   h2f((b)->s)
+#define XE_NONE(b) 0.0f
+TGT static inline __m256i xe_q5_0_u(const blk_q5_0 *b) {
+    return _mm256_or_si256(q4_bytes(b->qs), xe_bits16(b->qh));
+}
+TGT static inline __m256i xe_q4_1_u(const blk_q4_1 *b) {
+    return q4_bytes(b->qs);
+}
+
+XE_TILE4(q5_0, blk_q5_0, blk_q8_0, xe_q5_0_u, 16, 0, XE_NONE, XE_NONE)
+XE_TILE4(q4_1, blk_q4_1, blk_q8_1, xe_q4_1_u, 0, 1, XE_MX, XE_SY)
+
 /* ------------------------------------------------------------- table */
 
 static void SFX(fill_ext)(struct kern_ops *ops) {
@@ -696,4 +814,7 @@ static void SFX(fill_ext)(struct kern_ops *ops) {
     ops[ICA_Q4_1].dot4 = SFX(dot4_q4_1);
     ops[ICA_Q5_1].tr.vec_dot = SFX(dot_q5_1);
     ops[ICA_Q5_1].dot4 = SFX(dot4_q5_1);
+    ops[ICA_IQ4_NL].tile4 = SFX(tile4_iq4_nl);
+    ops[ICA_Q5_0].tile4 = SFX(tile4_q5_0);
+    ops[ICA_Q4_1].tile4 = SFX(tile4_q4_1);
 }
