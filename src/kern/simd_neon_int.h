@@ -77,6 +77,35 @@ TGT static inline int32x4_t SFX(dot16_acc)(int32x4_t acc, int8x16_t a, int8x16_t
     DOT_PAIR(name)
 
 LANE32(q8_0, blk_q8_0, blk_q8_0, q8_0_unpack, MIN_NONE, 0)
+
+/* Four Q8_0 rows by up to four tokens, a token at a time: the activation
+ * loads and scale shared by the rows; per output the lanes, FMAs and tree
+ * of dot_q8_0. */
+TGT static void SFX(tile4_q8_0)(int64_t n, const void *vx, size_t xs, const void *vy, size_t ys,
+                                int nt, float *out, int64_t os) {
+    const blk_q8_0 *x[4];
+    for (int r = 0; r < 4; r++)
+        x[r] = (const blk_q8_0 *)((const char *)vx + (size_t)r * xs);
+    for (int t = 0; t < nt; t++) {
+        const blk_q8_0 *y = (const blk_q8_0 *)((const char *)vy + (size_t)t * ys);
+        float32x4_t lo[4], hi[4];
+        for (int r = 0; r < 4; r++)
+            lo[r] = hi[r] = vdupq_n_f32(0);
+        for (int64_t i = 0; i < n / QK32; i++) {
+            const int8x16_t ya = vld1q_s8(y[i].qs), yb = vld1q_s8(y[i].qs + 16);
+            const float dy = h2f(y[i].d);
+            for (int r = 0; r < 4; r++) {
+                const int32x4_t l0 = SFX(dot4x4)(vld1q_s8(x[r][i].qs), ya);
+                const int32x4_t l1 = SFX(dot4x4)(vld1q_s8(x[r][i].qs + 16), yb);
+                const float d = h2f(x[r][i].d) * dy;
+                lo[r] = vfmaq_n_f32(lo[r], vcvtq_f32_s32(l0), d);
+                hi[r] = vfmaq_n_f32(hi[r], vcvtq_f32_s32(l1), d);
+            }
+        }
+        for (int r = 0; r < 4; r++)
+            out[t * os + r] = hsum8(lo[r], hi[r]);
+    }
+}
 LANE32(q4_1, blk_q4_1, blk_q8_1, q4_1_unpack, MIN_Q1, 1)
 LANE32(q5_0, blk_q5_0, blk_q8_0, q5_0_unpack, MIN_NONE, 0)
 LANE32(q5_1, blk_q5_1, blk_q8_1, q5_1_unpack, MIN_Q1, 1)
@@ -561,6 +590,7 @@ static void SFX(fill_int)(struct kern_ops *ops) {
                                          SFX(dot4_q2k),  SFX(dot4_q3_K), SFX(dot4_q4k),
                                          SFX(dot4_q5_K), SFX(dot4_q6_K), SFX(dot4_iq4_xs)};
     ops[ICA_Q4_0].tile4 = SFX(tile4_q4_0);
+    ops[ICA_Q8_0].tile4 = SFX(tile4_q8_0);
 #if NEON_DOTPROD
     ops[ICA_Q4_0].rp_pack = SFX(rp_pack_q4_0);
     ops[ICA_Q4_0].rp_gemm = SFX(rp_gemm_q4_0);
