@@ -3,7 +3,9 @@
  * (ARMv8.2 dot-product extension, SFX(name) = name_dp, TGT the function
  * target). The two give the same int32 per lane (exact sums), so the same
  * float results; the includer defines TGT, SFX and NEON_DOTPROD and has
- * the helpers these use (hsum8, nibbles, q5_bytes, the K-quant unpackers). */
+ * the helpers these use (hsum8, nibbles, q5_bytes, the K-quant unpackers).
+ * The repacked Q4_0 / Q4_K layouts (kern_repack) exist in the SDOT build
+ * only: they rest on SDOT by element. */
 
 /* ------------------------------------------------- byte dot primitives */
 
@@ -30,8 +32,6 @@ TGT static inline int32x4_t SFX(dot16_acc)(int32x4_t acc, int8x16_t a, int8x16_t
     return vpadalq_s16(acc, vmull_high_s8(a, b));
 }
 #endif
-
-/* ------------------------------------------------------ 32-block dots */
 
 /* vec_dot and dot4 of a kernel from one body: dotk over nt tokens, inlined
  * into dot4 and into vec_dot (nt = 1). */
