@@ -45,6 +45,10 @@ struct attn_ws {
 #define ATT_HEADS 4
 /* query heads per kv head handled at once by the single-token path */
 #define ATT_GROUP_MAX 64
+/* single-token sequences whose attention runs in one pass over the threads
+ * (each thread takes its kv heads for all of them: the rows of a prefix
+ * they share stay in its cache) */
+#define ATT_SEQ_MAX 8
 
 struct model_ctx {
     const struct model *m;
@@ -70,7 +74,7 @@ struct model_ctx {
     void *mm_scratch;         /* activation rounding for every matrix product */
     uint8_t *row_order;       /* [B] enum kern_order per row */
     uint32_t *b_seq, *b_pos;  /* [B] batch built by model_eval */
-    const uint8_t **kp, **vp; /* [n_ctx] one sequence's K and V rows of one layer */
+    const uint8_t **kp, **vp; /* [ATT_SEQ_MAX][n_ctx] sequences' K and V rows of one layer */
     bool *b_out, *b_decode;
     struct pool *pool; /* threads for the matrix products */
 };
@@ -162,8 +166,8 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
     c->b_pos = malloc(B * sizeof *c->b_pos);
     c->b_out = malloc(B * sizeof *c->b_out);
     c->b_decode = malloc(B * sizeof *c->b_decode);
-    c->kp = malloc(C * sizeof *c->kp);
-    c->vp = malloc(C * sizeof *c->vp);
+    c->kp = malloc(ATT_SEQ_MAX * C * sizeof *c->kp);
+    c->vp = malloc(ATT_SEQ_MAX * C * sizeof *c->vp);
     c->moe_acc = malloc(E * sizeof(float));
     size_t ss = max_scratch(m, c->n_batch, c->n_ctx, c->kv_type);
     c->mm_scratch = malloc(ss ? ss : 1);
@@ -502,6 +506,7 @@ struct attn_job {
     uint32_t il, t0, t1, pos0, n_kv;
     enum kern_order order;
     bool lanes; /* KQV in vec_dot order without the transpose (see kqv_lanes) */
+    const uint8_t *const *kp, *const *vp; /* [used] this sequence's K and V rows */
 };
 
 /* Keys (rows) and values (transposed) of kv head kvh into w: cells beyond
@@ -515,12 +520,12 @@ static void gather_kv(const struct attn_job *a, struct attn_ws *w, uint32_t kvh)
     for (uint32_t j = 0; j < n_kv; j++) {
         uint8_t *kd = (uint8_t *)w->kh + (size_t)j * hd * es;
         if (j < used)
-            memcpy(kd, c->kp[j] + (size_t)kvh * hd * es, hd * es);
+            memcpy(kd, a->kp[j] + (size_t)kvh * hd * es, hd * es);
         else
             memset(kd, 0, hd * es);
     }
     for (uint32_t j = 0; j < n_kv; j++) {
-        const uint8_t *vr = j < used ? c->vp[j] + (size_t)kvh * hdv * es : NULL;
+        const uint8_t *vr = j < used ? a->vp[j] + (size_t)kvh * hdv * es : NULL;
         if (es == 4)
             for (uint32_t d = 0; d < hdv; d++)
                 ((float *)w->vt)[(size_t)d * n_kv + j] = vr ? ((const float *)vr)[d] : 0.0f;
@@ -887,16 +892,15 @@ static void attention_heads_single(const struct attn_job *a, struct attn_ws *w, 
                     qf[i] = qv[i];
                     if (f16) {
                         float *qd = w->qf + (size_t)i * hd;
-                        for (uint32_t d = 0; d < hd; d++)
-                            qd[d] = kern_f16_to_f32(((const uint16_t *)qv[i])[d]);
+                        tr->to_float(qv[i], qd, hd);
                         qf[i] = qd;
                     }
                 }
-                kq_keys_avx512(c->kp, koff, f16, hd, pos + 1, qf, nh, w->kq, n_kv);
+                kq_keys_avx512(a->kp, koff, f16, hd, pos + 1, qf, nh, w->kq, n_kv);
             } else
 #endif
                 for (uint32_t j = 0; j <= pos; j++) {
-                    const uint8_t *kr = c->kp[j] + koff;
+                    const uint8_t *kr = a->kp[j] + koff;
                     for (uint32_t i = 0; i < nh; i++)
                         tr->vec_dot(hd, w->kq + (size_t)i * n_kv + j, kr, qv[i]);
                 }
@@ -910,9 +914,7 @@ static void attention_heads_single(const struct attn_job *a, struct attn_ws *w, 
                     /* the product rounds the probabilities to F16 */
                     float *pf = w->pf + (size_t)i * n_kv;
                     tr->from_float(row, w->pr, n_kv);
-                    const uint16_t *ph = w->pr;
-                    for (uint32_t j = 0; j < n_kv; j++)
-                        pf[j] = kern_f16_to_f32(ph[j]);
+                    tr->to_float(w->pr, pf, n_kv);
                     pv[i] = pf;
                 } else {
                     pv[i] = row;
@@ -925,13 +927,13 @@ static void attention_heads_single(const struct attn_job *a, struct attn_ws *w, 
 #if defined(__x86_64__) || defined(__i386__)
             if (fast) {
                 for (uint32_t i = 0; i < nh; i += ATT_HEADS)
-                    kqv_lanes_avx512(c->vp, voff, f16, used, n_kv, hdv, pv + i,
+                    kqv_lanes_avx512(a->vp, voff, f16, used, n_kv, hdv, pv + i,
                                      nh - i < ATT_HEADS ? (int)(nh - i) : ATT_HEADS, w->lanes,
                                      ov + i);
             } else
 #endif
                 for (uint32_t i = 0; i < nh; i++)
-                    kqv_lanes_scalar(c->vp, voff, f16, used, n_kv, hdv, pv[i], w->lanes, ov[i]);
+                    kqv_lanes_scalar(a->vp, voff, f16, used, n_kv, hdv, pv[i], w->lanes, ov[i]);
             hb = he;
         }
     }
@@ -950,25 +952,50 @@ static void attn_task(void *ud, int ith, int nth) {
         attention_heads(a, &a->c->ws[ith], h0, h1);
 }
 
+/* Single-token sequences of one layer together: each thread takes its
+ * query heads' kv heads one at a time, for every sequence. */
+struct attn_group {
+    struct attn_job job[ATT_SEQ_MAX];
+    uint32_t n;
+};
+
+static void attn_group_task(void *ud, int ith, int nth) {
+    const struct attn_group *g = ud;
+    const struct model_hparams *hp = &g->job[0].c->m->hp;
+    const uint32_t H = hp->n_head, group = hp->n_head / hp->n_head_kv;
+    const uint32_t h0 = (uint32_t)((uint64_t)H * (uint64_t)ith / (uint64_t)nth);
+    const uint32_t h1 = (uint32_t)((uint64_t)H * (uint64_t)(ith + 1) / (uint64_t)nth);
+    for (uint32_t hb = h0; hb < h1;) {
+        const uint32_t he = (hb / group + 1) * group < h1 ? (hb / group + 1) * group : h1;
+        for (uint32_t s = 0; s < g->n; s++)
+            attention_heads_single(&g->job[s], &g->job[s].c->ws[ith], hb, he);
+        hb = he;
+    }
+}
+
+/* Runs the queued single-token sequences. */
+static void attention_flush(struct model_ctx *c, struct attn_group *g) {
+    if (g->n)
+        pool_run(c->pool, attn_group_task, g);
+    g->n = 0;
+}
+
 /* Attention of the tokens t0..t1-1 of one sequence (positions pos0..) in
  * layer il, heads spread over the threads, as llama.cpp's non-flash path.
  * llama.cpp runs these products over a KV window padded to 256 cells (zeros
  * beyond the used ones); padding to 64 gives the same kernel paths and sums,
  * since padded cells add exact zeros in every lane. Tokens in the
- * single-token order read the cache rows in place; a prompt (sgemm order)
- * gathers each kv head's keys and transposed values once for all its
- * tokens. */
+ * single-token order read the cache rows in place (queued in g, run by
+ * attention_flush); a prompt (sgemm order) gathers each kv head's keys and
+ * transposed values once for all its tokens and runs at once. */
 static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il,
-                          uint32_t t0, uint32_t t1, uint32_t pos0, enum kern_order order) {
+                          uint32_t t0, uint32_t t1, uint32_t pos0, enum kern_order order,
+                          struct attn_group *g) {
     const struct model_hparams *hp = &c->m->hp;
     const uint32_t used = pos0 + (t1 - t0);
     uint32_t n_kv = round_up(used, 64);
     if (n_kv > c->n_ctx)
         n_kv = c->n_ctx;
-    for (uint32_t j = 0; j < used; j++) {
-        c->kp[j] = kv->k(kv->ud, il, j);
-        c->vp[j] = kv->v(kv->ud, il, j);
-    }
     /* the order kern_matmul_ex would give the KQV product */
     const uint32_t n = t1 - t0;
     bool single = n == 1 ? order != KERN_ORDER_BATCH : order == KERN_ORDER_SINGLE;
@@ -978,8 +1005,22 @@ static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, u
      * so that its portable kqv_lanes_scalar is exercised */
     const bool lanes =
         single && !attn_force_gather && (kqv_lanes_fast(hp) || kern_level_current() == 0);
-    struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order, lanes};
-    pool_run(c->pool, attn_task, &a);
+    if (!lanes && g->n)
+        attention_flush(c, g); /* its row tables are reused below */
+    const uint32_t slot = lanes ? g->n : 0;
+    const uint8_t **kp = c->kp + (size_t)slot * c->n_ctx, **vp = c->vp + (size_t)slot * c->n_ctx;
+    for (uint32_t j = 0; j < used; j++) {
+        kp[j] = kv->k(kv->ud, il, j);
+        vp[j] = kv->v(kv->ud, il, j);
+    }
+    struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order, lanes, kp, vp};
+    if (!lanes) {
+        pool_run(c->pool, attn_task, &a);
+        return;
+    }
+    g->job[g->n++] = a;
+    if (g->n == ATT_SEQ_MAX)
+        attention_flush(c, g);
 }
 
 static void store_kv(struct model_ctx *c, const struct model_kv_view *kv, uint32_t il, uint32_t pos,
@@ -1085,14 +1126,17 @@ static void forward_batch(struct model_ctx *c, const struct model_kv_view *views
             rope_apply(hp, c->rope, c->k + t * KD, (int)hp->n_head_kv);
             store_kv(c, &views[b->seq[t]], il, b->pos[t], c->k + t * KD, c->v + t * VD);
         }
+        struct attn_group g;
+        g.n = 0;
         for (uint32_t t0 = 0; t0 < n;) {
             uint32_t t1 = t0 + 1;
             while (t1 < n && b->seq[t1] == b->seq[t0])
                 t1++;
-            attention_seq(c, &views[b->seq[t0]], il, t0, t1, b->pos[t0],
-                          (enum kern_order)order[t0]);
+            attention_seq(c, &views[b->seq[t0]], il, t0, t1, b->pos[t0], (enum kern_order)order[t0],
+                          &g);
             t0 = t1;
         }
+        attention_flush(c, &g);
         matmul_rows(c, &L->wo, E, OD, c->att, n, order, c->tmp);
         add_bias(c->tmp, &L->bo, E, n);
         if (il == hp->n_layer - 1) {
