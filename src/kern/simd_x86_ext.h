@@ -137,16 +137,6 @@ TGT static inline __m128i xe_k4_scales(const uint8_t *s) {
     return _mm_setr_epi32((int)sc03, (int)sc47, (int)mn03, (int)mn47);
 }
 
-/* sum over j < 8 of mn[j] * (bsums[2j] + bsums[2j+1]) (mn as int16). */
-TGT static inline int xe_mins_pairs(const int16_t *bsums, __m128i mn) {
-    const __m256i bs = loadu256(bsums);
-    const __m128i bp = _mm_hadd_epi16(_mm256_castsi256_si128(bs), _mm256_extracti128_si256(bs, 1));
-    __m128i r = _mm_madd_epi16(bp, mn);
-    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0x4e));
-    r = _mm_add_epi32(r, _mm_shuffle_epi32(r, 0xb1));
-    return _mm_cvtsi128_si32(r);
-}
-
 #if X86_512
 /* [a | b] */
 TGT static inline __m512i xe_cat(__m256i a, __m256i b) {
@@ -164,7 +154,7 @@ TGT static inline __m512i xe_cat(__m256i a, __m256i b) {
 struct xe_q5k {
     xe_w q[XE_NW];  /* chunk c (sub-block c): quants 0..31 */
     xe_w sc[XE_NW]; /* scale of chunk c as int16 */
-    __m128i mn;     /* the 8 mins as int16 */
+    __m256i mn2;    /* the 8 mins as int16, each twice (for the bsum pairs) */
 };
 
 TGT static inline void xe_q5k_unpack(const blk_q5_K *b, struct xe_q5k *u) {
@@ -194,7 +184,8 @@ TGT static inline void xe_q5k_unpack(const blk_q5_K *b, struct xe_q5k *u) {
 #endif
     const __m128i v = xe_k4_scales(b->scales);
     xe_sc8_chunks(_mm_cvtepu8_epi16(v), u->sc);
-    u->mn = _mm_cvtepu8_epi16(_mm_srli_si128(v, 8));
+    const __m128i m = _mm_srli_si128(v, 8);
+    u->mn2 = _mm256_cvtepu8_epi16(_mm_unpacklo_epi8(m, m));
 }
 
 #define xe_q5k_lanes(u, q8) xe_us_lanes((u)->q, (u)->sc, (q8))
@@ -212,37 +203,71 @@ TGT static void SFX(dot_q5_K)(int64_t n, float *s, const void *vx, const void *v
         xe_q5k_unpack(&x[i], &u);
         const float d = y[i].d * h2f(x[i].d);
         const float dmin = -y[i].d * h2f(x[i].dmin);
-        summs = fma1(dmin, (float)xe_mins_pairs(y[i].bsums, u.mn), summs);
+        const int mins = hsum_i32(_mm256_madd_epi16(loadu256(y[i].bsums), u.mn2));
+        summs = fma1(dmin, (float)mins, summs);
         const __m256i l = xe_q5k_lanes(&u, y[i].qs);
         acc = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc);
     }
     *s = hsum8(acc) + summs;
 }
 
-TGT static void SFX(dot4_q5_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
-                               float *out, int64_t os) {
+/* The mins of the four tokens are reduced together and their scalar FMA
+ * chains run in the four lanes of one vector (same FMA per lane). */
+TGT static inline __attribute__((always_inline)) void xe_dot4_q5_K_k(int64_t n, const void *vx,
+                                                                     const void *vy, size_t ys,
+                                                                     const int nt, float *out,
+                                                                     int64_t os) {
     const blk_q5_K *x = vx;
+    const blk_q8_K *y[4];
+    for (int t = 0; t < 4; t++)
+        y[t] = XE_Y(blk_q8_K, vy, ys, t < nt ? t : nt - 1);
     struct xe_q5k u;
     __m256 acc[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),
                      _mm256_setzero_ps()};
-    float summs[4] = {0, 0, 0, 0};
+    __m128 summs = _mm_setzero_ps();
     for (int64_t i = 0; i < n / QKK; i++) {
         pf(x + i);
         pf((const char *)(x + i) + 64);
         pf((const char *)(x + i) + 128);
         xe_q5k_unpack(&x[i], &u);
-        const float dx = h2f(x[i].d), mx = h2f(x[i].dmin);
+        const float dx = h2f(x[i].d);
+        __m256i mv[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(),
+                         _mm256_setzero_si256()};
         for (int t = 0; t < nt; t++) {
-            const blk_q8_K *y = XE_Y(blk_q8_K, vy, ys, t) + i;
-            const float d = y->d * dx;
-            const float dmin = -y->d * mx;
-            summs[t] = fma1(dmin, (float)xe_mins_pairs(y->bsums, u.mn), summs[t]);
-            const __m256i l = xe_q5k_lanes(&u, y->qs);
+            mv[t] = _mm256_madd_epi16(loadu256(y[t][i].bsums), u.mn2);
+            const __m256i l = xe_q5k_lanes(&u, y[t][i].qs);
+            const float d = y[t][i].d * dx;
             acc[t] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(l), acc[t]);
         }
+        const __m128 yd = _mm_setr_ps(y[0][i].d, y[1][i].d, y[2][i].d, y[3][i].d);
+        const __m128 dmin =
+            _mm_mul_ps(_mm_xor_ps(yd, _mm_set1_ps(-0.0f)), _mm_set1_ps(h2f(x[i].dmin)));
+        const __m128 mins = _mm_cvtepi32_ps(hsum4_i32(mv[0], mv[1], mv[2], mv[3]));
+        summs = _mm_fmadd_ps(dmin, mins, summs);
     }
+    float sm[4];
+    _mm_storeu_ps(sm, summs);
     for (int t = 0; t < nt; t++)
-        out[t * os] = hsum8(acc[t]) + summs[t];
+        out[t * os] = hsum8(acc[t]) + sm[t];
+}
+
+/* specialised per token count (the loops over tokens unrolled) */
+TGT static void SFX(dot4_q5_K)(int64_t n, const void *vx, const void *vy, size_t ys, int nt,
+                               float *out, int64_t os) {
+    switch (nt) {
+    case 1:
+        xe_dot4_q5_K_k(n, vx, vy, ys, 1, out, os);
+        break;
+    case 2:
+        xe_dot4_q5_K_k(n, vx, vy, ys, 2, out, os);
+        break;
+    case 3:
+        xe_dot4_q5_K_k(n, vx, vy, ys, 3, out, os);
+        break;
+    default:
+        xe_dot4_q5_K_k(n, vx, vy, ys, 4, out, os);
+        break;
+    }
 }
 
 /* ------------------------------------------------------------ Q3_K */
