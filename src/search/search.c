@@ -342,8 +342,16 @@ int search_questions_load_alpaca(const char *path, size_t limit, struct search_q
     int rc = read_whole(path, &buf, &len, e);
     if (rc)
         return rc;
-    json_tokener *tok = json_tokener_new();
+    json_tokener *tok = len < INT32_MAX ? json_tokener_new() : NULL;
     json_object *arr = tok ? json_tokener_parse_ex(tok, buf, (int)len) : NULL;
+    if (arr) { /* nothing but white space after the list */
+        for (size_t k = json_tokener_get_parse_end(tok); k < len; k++)
+            if (!strchr(" \t\r\n", buf[k])) {
+                json_object_put(arr);
+                arr = NULL;
+                break;
+            }
+    }
     if (tok)
         json_tokener_free(tok);
     free(buf);
