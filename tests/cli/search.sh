@@ -270,6 +270,11 @@ for k, v in (("turn1", "turn1"), ("turn2", "turn2"), ("overall", "score")):
 PY
 "$bin" sweep "${mt[@]}" --bench mt-bench --out "$tmp/mt" >"$tmp/outm2" 2>&1 || fail "mt-bench rerun"
 grep -q "judge calls         0 new" "$tmp/outm2" || { cat "$tmp/outm2"; fail "mt-bench rerun judged again"; }
+"$bin" ablate "${mt[@]:0:10}" --demos "$tmp/base.txt" --variants correct,no_answer --limit 2 \
+    --bench mt-bench --out "$tmp/mt" >"$tmp/outa2" 2>"$tmp/err" || { cat "$tmp/err"; fail "ablate --bench mt-bench"; }
+grep -q "turn 1   turn 2  overall" "$tmp/outa2" || { cat "$tmp/outa2"; fail "ablate mt-bench table"; }
+[ "$(head -1 "$tmp/mt/ablate.csv")" = "variant,score,ci_low,ci_high,n_rated,n_questions,turn1,turn2" ] ||
+    fail "ablate mt-bench csv header"
 "$bin" search "${mt[@]:0:10}" --bench alpaca-eval --out "$tmp/mt" >/dev/null 2>&1
 [ $? -eq 2 ] || fail "search --bench alpaca-eval accepted"
 
