@@ -53,23 +53,59 @@ enum {
 };
 
 struct counter {
-    uint32_t done, generated;
+    uint32_t done, generated, decoded;
+    double (*iv)[2]; /* per request: [first token, end] (wall clock) */
+    size_t n_iv, cap_iv;
 };
-
-static void on_done(void *ud, uint64_t id, struct gen_result *r, const struct ica_error *e) {
-    (void)id;
-    struct counter *c = ud;
-    c->done++;
-    if (!e)
-        c->generated += r->n_ids;
-    else
-        cli_error("bench: request failed: %s", e->msg);
-}
 
 static double now_s(void) {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+static void on_done(void *ud, uint64_t id, struct gen_result *r, const struct ica_error *e) {
+    (void)id;
+    struct counter *c = ud;
+    c->done++;
+    if (!e) {
+        c->generated += r->n_ids;
+        c->decoded += r->n_ids ? r->n_ids - 1 : 0;
+        if (c->n_iv < c->cap_iv) {
+            const double end = now_s();
+            c->iv[c->n_iv][0] = end - r->t_gen_s;
+            c->iv[c->n_iv][1] = end;
+            c->n_iv++;
+        }
+    } else {
+        cli_error("bench: request failed: %s", e->msg);
+    }
+}
+
+static int cmp_iv(const void *a, const void *b) {
+    const double *x = a, *y = b;
+    return (x[0] > y[0]) - (x[0] < y[0]);
+}
+
+/* Seconds during which at least one sequence was decoding (after its first
+ * token): the union of the requests' [first token, end] intervals. Batched
+ * runs count the prompt chunks that share those forward passes too. */
+static double decode_seconds(struct counter *c) {
+    qsort(c->iv, c->n_iv, sizeof *c->iv, cmp_iv);
+    double total = 0, a = 0, b = -1;
+    for (size_t i = 0; i < c->n_iv; i++) {
+        if (c->iv[i][0] > b) {
+            if (b > a)
+                total += b - a;
+            a = c->iv[i][0];
+            b = c->iv[i][1];
+        } else if (c->iv[i][1] > b) {
+            b = c->iv[i][1];
+        }
+    }
+    if (b > a)
+        total += b - a;
+    return total;
 }
 
 /* First turns of question.jsonl (malloc'd strings). */
@@ -259,7 +295,9 @@ int cmd_bench(int argc, char **argv) {
             rc = 1;
         }
     }
-    struct counter cnt = {0, 0};
+    struct counter cnt = {0};
+    cnt.iv = calloc(nq ? nq : 1, sizeof *cnt.iv);
+    cnt.cap_iv = cnt.iv ? nq : 0;
     double t0 = now_s(), wall = 0;
     if (rc == 0 && !dump) {
         struct gen_params gp = gen_default_params();
@@ -290,16 +328,19 @@ int cmd_bench(int argc, char **argv) {
         struct rusage ru;
         getrusage(RUSAGE_SELF, &ru);
         const uint64_t computed = st.prompt_tokens - st.prompt_tokens_cached;
+        const double dec_s = decode_seconds(&cnt);
         const double hit =
             st.prompt_tokens ? (double)st.prompt_tokens_cached / st.prompt_tokens : 0;
         if (json) {
             printf("{\"workload\":\"urial\",\"questions\":%zu,\"batch\":%ld,\"cache\":%s,"
                    "\"prompt_tokens\":%llu,\"prefill_computed\":%llu,\"hit_rate\":%.4f,"
-                   "\"generated\":%u,\"wall_s\":%.3f,\"gen_tok_s\":%.2f,\"steps\":%llu,"
+                   "\"generated\":%u,\"wall_s\":%.3f,\"gen_tok_s\":%.2f,\"decoded\":%u,"
+                   "\"decode_s\":%.3f,\"decode_tok_s\":%.2f,\"steps\":%llu,"
                    "\"kv_bytes_per_token\":%.0f,\"peak_rss_mib\":%.1f}\n",
                    nq, batch, no_cache ? "false" : "true", (unsigned long long)st.prompt_tokens,
                    (unsigned long long)computed, hit, cnt.generated, wall,
-                   wall > 0 ? cnt.generated / wall : 0.0, (unsigned long long)st.steps, kv_per_tok,
+                   wall > 0 ? cnt.generated / wall : 0.0, cnt.decoded, dec_s,
+                   dec_s > 0 ? cnt.decoded / dec_s : 0.0, (unsigned long long)st.steps, kv_per_tok,
                    (double)ru.ru_maxrss / 1024.0);
         } else {
             printf("workload:          urial, %zu questions, %ld tokens each, %ld at once, cache "
@@ -309,6 +350,9 @@ int cmd_bench(int argc, char **argv) {
                    (unsigned long long)st.prompt_tokens, (unsigned long long)computed, 100 * hit);
             printf("generated tokens:  %u in %.2f s wall (%.2f tok/s aggregate)\n", cnt.generated,
                    wall, wall > 0 ? cnt.generated / wall : 0.0);
+            printf("decoding:          %u tokens after the first of each in %.2f s while any "
+                   "sequence decoded (%.2f tok/s)\n",
+                   cnt.decoded, dec_s, dec_s > 0 ? cnt.decoded / dec_s : 0.0);
             printf("forward passes:    %llu (%.2f s)\n", (unsigned long long)st.steps,
                    st.t_forward_s);
             printf("KV per token:      %.0f bytes (%s)\n", kv_per_tok,
@@ -319,6 +363,7 @@ int cmd_bench(int argc, char **argv) {
             rc = 1;
     }
     engine_free(e);
+    free(cnt.iv);
     for (size_t i = 0; i < nq; i++) {
         free(qs[i]);
         if (ids)
