@@ -404,6 +404,19 @@ __attribute__((target("avx512f"))) static void max_live_avx512(const float *x, i
     *mx = r;
 }
 
+/* swiglu's chunks of 16: per lane x / (1 + ggml_expf(0 - x)) * u, the
+ * scalar loop's operations in the same order (each rounded the same). */
+__attribute__((target("avx512f"))) static void swiglu_avx512(float *g, const float *u,
+                                                             int64_t n16) {
+    const __m512 one = _mm512_set1_ps(1.0f);
+    for (int64_t i = 0; i < n16; i += 16) {
+        const __m512 x = _mm512_loadu_ps(g + i);
+        const __m512 e = expf16_avx512(_mm512_sub_ps(_mm512_setzero_ps(), x));
+        const __m512 q = _mm512_div_ps(x, _mm512_add_ps(one, e));
+        _mm512_storeu_ps(g + i, _mm512_mul_ps(q, _mm512_loadu_ps(u + i)));
+    }
+}
+
 __attribute__((target("avx512f"))) static void exp_chunks_avx512(float *y, const float *x,
                                                                  int64_t n16, float mx) {
     const __m512 m = _mm512_set1_ps(mx);
@@ -467,6 +480,12 @@ static void softmax(float *y, const float *x, int64_t n) {
  * of 16 and x/(1+expf(-x)) for the tail. */
 static void swiglu(float *g, const float *u, int64_t n) {
     int64_t i = 0;
+#if defined(__x86_64__) || defined(__i386__)
+    if (kern_level_current() >= 2) {
+        i = n / 16 * 16;
+        swiglu_avx512(g, u, i);
+    }
+#endif
     for (; i + 16 <= n; i += 16)
         for (int l = 0; l < 16; l++) {
             const float x = g[i + l];
