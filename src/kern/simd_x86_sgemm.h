@@ -71,57 +71,71 @@ TGT static void SFX(sgemm44_bf16)(int64_t n, const void *vx, size_t xs, const vo
 }
 
 /* Q8_0 tiles of 4 rows x up to 4 tokens (the reference keeps 8 int32 /
- * float lanes per output, lane l = bytes 4l..4l+3): two rows per zmm, row
- * 2p in lanes 0..7 and row 2p+1 in lanes 8..15. The weight bytes are made
- * unsigned once per block (x ^ 0x80 = x + 128) and VPDPBUSD'ed with the
- * broadcast activation block, starting from -128 * (the activation's byte
- * sums per lane), which leaves exactly the signed lane dots; then each
- * lane takes the reference's acc = fma(dx * dy, (float)lane, acc). */
-TGT static void SFX(tile4_q8_0_z)(int64_t n, const void *vx, size_t xs, const void *vy, size_t ys,
+ * float lanes per output, lane l = bytes 4l..4l+3), in ymm registers (Zen 4
+ * runs zmm operations at half rate, so two rows per zmm saves nothing). The
+ * weight bytes are made unsigned once per block (x ^ 0x80 = x + 128) and
+ * VPDPBUSD'ed with the activation block starting from -128 * (its byte sums
+ * per lane), computed once per token and block: one instruction per row,
+ * token and block leaves exactly the signed lane dots; then each lane takes
+ * the reference's acc = fma(dx * dy, (float)lane, acc). */
+RP_INLINE void q8_0_t44(int64_t nb, const blk_q8_0 *const *x, const blk_q8_0 *const *y, const int K,
+                        float *out, int64_t os) {
+    const __m256i flip = _mm256_set1_epi8((char)0x80);
+    __m256 acc[4][4];
+    for (int r = 0; r < 4; r++)
+        for (int t = 0; t < K; t++)
+            acc[r][t] = _mm256_setzero_ps();
+    for (int64_t i = 0; i < nb; i++) {
+        __m256i u[4];
+        float dx[4];
+        for (int r = 0; r < 4; r++) {
+            pf(x[r] + i);
+            u[r] = _mm256_xor_si256(loadu256(x[r][i].qs), flip);
+            dx[r] = h2f(x[r][i].d);
+        }
+        for (int t = 0; t < K; t++) {
+            const __m256i yv = loadu256(y[t][i].qs);
+            const __m256i nc = _mm256_sub_epi32(
+                _mm256_setzero_si256(), _mm256_dpbusd_epi32(_mm256_setzero_si256(), flip, yv));
+            const float dy = h2f(y[t][i].d);
+            for (int r = 0; r < 4; r++) {
+                const __m256i l = _mm256_dpbusd_epi32(nc, u[r], yv);
+                acc[r][t] =
+                    _mm256_fmadd_ps(_mm256_set1_ps(dx[r] * dy), _mm256_cvtepi32_ps(l), acc[r][t]);
+            }
+        }
+    }
+    for (int t = 0; t < K; t++)
+        for (int r = 0; r < 4; r++)
+            out[t * os + r] = hsum8(acc[r][t]);
+}
+
+TGT static void SFX(tile4_q8_0_y)(int64_t n, const void *vx, size_t xs, const void *vy, size_t ys,
                                   int nt, float *out, int64_t os) {
     const blk_q8_0 *x[4], *y[4];
     for (int k = 0; k < 4; k++) {
         x[k] = (const blk_q8_0 *)((const char *)vx + (size_t)k * xs);
         y[k] = (const blk_q8_0 *)((const char *)vy + (size_t)(k < nt ? k : 0) * ys);
     }
-    const __m512i flip = _mm512_set1_epi8((char)0x80);
-    __m512 acc[2][4];
-    for (int p = 0; p < 2; p++)
-        for (int t = 0; t < 4; t++)
-            acc[p][t] = _mm512_setzero_ps();
-    for (int64_t i = 0; i < n / QK32; i++) {
-        __m512i u[2];
-        __m512 dx[2];
-        for (int p = 0; p < 2; p++) {
-            pf(x[2 * p] + i);
-            pf(x[2 * p + 1] + i);
-            const __m512i w = _mm512_inserti64x4(_mm512_castsi256_si512(loadu256(x[2 * p][i].qs)),
-                                                 loadu256(x[2 * p + 1][i].qs), 1);
-            u[p] = _mm512_xor_si512(w, flip);
-            dx[p] = _mm512_insertf32x8(_mm512_set1_ps(h2f(x[2 * p][i].d)),
-                                       _mm256_set1_ps(h2f(x[2 * p + 1][i].d)), 1);
-        }
-        for (int t = 0; t < nt; t++) {
-            const __m512i yb = _mm512_broadcast_i64x4(loadu256(y[t][i].qs));
-            const __m512i c = _mm512_dpbusd_epi32(_mm512_setzero_si512(), flip, yb);
-            const __m512i nc = _mm512_sub_epi32(_mm512_setzero_si512(), c);
-            const __m512 dy = _mm512_set1_ps(h2f(y[t][i].d));
-            for (int p = 0; p < 2; p++) {
-                const __m512i l = _mm512_dpbusd_epi32(nc, u[p], yb);
-                acc[p][t] =
-                    _mm512_fmadd_ps(_mm512_mul_ps(dx[p], dy), _mm512_cvtepi32_ps(l), acc[p][t]);
-            }
-        }
+    const int64_t nb = n / QK32;
+    switch (nt) {
+    case 1:
+        q8_0_t44(nb, x, y, 1, out, os);
+        break;
+    case 2:
+        q8_0_t44(nb, x, y, 2, out, os);
+        break;
+    case 3:
+        q8_0_t44(nb, x, y, 3, out, os);
+        break;
+    default:
+        q8_0_t44(nb, x, y, 4, out, os);
+        break;
     }
-    for (int t = 0; t < nt; t++)
-        for (int p = 0; p < 2; p++) {
-            out[t * os + 2 * p] = hsum8(_mm512_castps512_ps256(acc[p][t]));
-            out[t * os + 2 * p + 1] = hsum8(_mm512_extractf32x8_ps(acc[p][t], 1));
-        }
 }
 
 static void SFX(fill_sgemm)(struct kern_ops *ops) {
-    ops[ICA_Q8_0].tile4 = SFX(tile4_q8_0_z);
+    ops[ICA_Q8_0].tile4 = SFX(tile4_q8_0_y);
     ops[ICA_F32].sgemm44 = SFX(sgemm44_f32);
     ops[ICA_F16].sgemm44 = SFX(sgemm44_f16);
     if (kern_x86_has_bf16())
