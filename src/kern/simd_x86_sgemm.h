@@ -78,8 +78,12 @@ TGT static void SFX(sgemm44_bf16)(int64_t n, const void *vx, size_t xs, const vo
  * per lane), computed once per token and block: one instruction per row,
  * token and block leaves exactly the signed lane dots; then each lane takes
  * the reference's acc = fma(dx * dy, (float)lane, acc). */
-RP_INLINE void q8_0_t44(int64_t nb, const blk_q8_0 *const *x, const blk_q8_0 *const *y, const int K,
-                        float *out, int64_t os) {
+/* Block i of row r at xb + r * rs + i * bs: rows as stored (rs = the row
+ * stride, bs = 34) or repacked 4-row tiles (rs = 34, bs = 136: one
+ * sequential stream, which the hardware prefetchers follow where four
+ * row streams a row apart defeat them). */
+RP_INLINE void q8_0_t44(int64_t nb, const char *xb, size_t rs, size_t bs, const blk_q8_0 *const *y,
+                        const int K, float *out, int64_t os) {
     const __m256i flip = _mm256_set1_epi8((char)0x80);
     __m256 acc[4][4];
     for (int r = 0; r < 4; r++)
@@ -88,10 +92,18 @@ RP_INLINE void q8_0_t44(int64_t nb, const blk_q8_0 *const *x, const blk_q8_0 *co
     for (int64_t i = 0; i < nb; i++) {
         __m256i u[4];
         float dx[4];
+        const char *bi = xb + (size_t)i * bs;
+        if (bs == 4 * sizeof(blk_q8_0)) {
+            pf(bi);
+            pf(bi + 64);
+            pf(bi + 128);
+        }
         for (int r = 0; r < 4; r++) {
-            pf(x[r] + i);
-            u[r] = _mm256_xor_si256(loadu256(x[r][i].qs), flip);
-            dx[r] = h2f(x[r][i].d);
+            const blk_q8_0 *x = (const blk_q8_0 *)(bi + (size_t)r * rs);
+            if (bs != 4 * sizeof(blk_q8_0))
+                pf(x);
+            u[r] = _mm256_xor_si256(loadu256(x->qs), flip);
+            dx[r] = h2f(x->d);
         }
         for (int t = 0; t < K; t++) {
             const __m256i yv = loadu256(y[t][i].qs);
@@ -110,32 +122,62 @@ RP_INLINE void q8_0_t44(int64_t nb, const blk_q8_0 *const *x, const blk_q8_0 *co
             out[t * os + r] = hsum8(acc[r][t]);
 }
 
+TGT static void q8_0_t44_k(int64_t n, const char *xb, size_t rs, size_t bs, const void *vy,
+                           size_t ys, int64_t nt, float *out, int64_t os) {
+    const int64_t nb = n / QK32;
+    for (int64_t t0 = 0; t0 < nt; t0 += 4) {
+        const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
+        const blk_q8_0 *y[4];
+        for (int t = 0; t < 4; t++)
+            y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)(t0 + (t < k ? t : 0)) * ys);
+        float *o = out + t0 * os;
+        switch (k) {
+        case 1:
+            q8_0_t44(nb, xb, rs, bs, y, 1, o, os);
+            break;
+        case 2:
+            q8_0_t44(nb, xb, rs, bs, y, 2, o, os);
+            break;
+        case 3:
+            q8_0_t44(nb, xb, rs, bs, y, 3, o, os);
+            break;
+        default:
+            q8_0_t44(nb, xb, rs, bs, y, 4, o, os);
+            break;
+        }
+    }
+}
+
 TGT static void SFX(tile4_q8_0_y)(int64_t n, const void *vx, size_t xs, const void *vy, size_t ys,
                                   int nt, float *out, int64_t os) {
-    const blk_q8_0 *x[4], *y[4];
-    for (int k = 0; k < 4; k++) {
-        x[k] = (const blk_q8_0 *)((const char *)vx + (size_t)k * xs);
-        y[k] = (const blk_q8_0 *)((const char *)vy + (size_t)(k < nt ? k : 0) * ys);
-    }
-    const int64_t nb = n / QK32;
-    switch (nt) {
-    case 1:
-        q8_0_t44(nb, x, y, 1, out, os);
-        break;
-    case 2:
-        q8_0_t44(nb, x, y, 2, out, os);
-        break;
-    case 3:
-        q8_0_t44(nb, x, y, 3, out, os);
-        break;
-    default:
-        q8_0_t44(nb, x, y, 4, out, os);
-        break;
-    }
+    q8_0_t44_k(n, vx, xs, sizeof(blk_q8_0), vy, ys, nt, out, os);
+}
+
+/* Repacked Q8_0: 4-row tiles, block i of the 4 rows side by side (the same
+ * bytes), read by the kernel above as one stream. */
+static size_t SFX(rp_bytes_q8_0)(int64_t n) {
+    return (size_t)(n / QK32) * 4 * sizeof(blk_q8_0);
+}
+
+static void SFX(rp_pack_q8_0)(int64_t n, const void *vx, size_t xs, void *vdst) {
+    blk_q8_0 *dst = vdst;
+    for (int64_t b = 0; b < n / QK32; b++)
+        for (int r = 0; r < 4; r++)
+            dst[4 * b + r] = ((const blk_q8_0 *)((const char *)vx + (size_t)r * xs))[b];
+}
+
+TGT static void SFX(rp_gemm_q8_0)(int64_t n, const void *tile, const void *vy, size_t ys,
+                                  int64_t nt, const int32_t *aux, float *out, int64_t os) {
+    (void)aux;
+    q8_0_t44_k(n, tile, sizeof(blk_q8_0), 4 * sizeof(blk_q8_0), vy, ys, nt, out, os);
 }
 
 static void SFX(fill_sgemm)(struct kern_ops *ops) {
     ops[ICA_Q8_0].tile4 = SFX(tile4_q8_0_y);
+    ops[ICA_Q8_0].rp_pack = SFX(rp_pack_q8_0);
+    ops[ICA_Q8_0].rp_gemm = SFX(rp_gemm_q8_0);
+    ops[ICA_Q8_0].rp_bytes = SFX(rp_bytes_q8_0);
+    ops[ICA_Q8_0].rp_rows = 4;
     ops[ICA_F32].sgemm44 = SFX(sgemm44_f32);
     ops[ICA_F16].sgemm44 = SFX(sgemm44_f16);
     if (kern_x86_has_bf16())
