@@ -121,6 +121,10 @@ struct engine_stats {
     uint64_t steps, prompt_tokens, prompt_tokens_cached, generated_tokens;
     uint64_t prefix_files_loaded, prefix_files_saved;
     double t_forward_s;
+    /* forward passes made only of decode tokens (one per sequence): the
+     * speed of batched decoding without prompt chunks mixed in */
+    uint64_t decode_steps, decode_step_tokens;
+    double t_decode_steps_s;
 };
 ICA_API void engine_get_stats(const struct engine *e, struct engine_stats *st);
 ICA_API uint32_t engine_n_ctx(const struct engine *e);

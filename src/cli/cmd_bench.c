@@ -336,11 +336,17 @@ int cmd_bench(int argc, char **argv) {
                    "\"prompt_tokens\":%llu,\"prefill_computed\":%llu,\"hit_rate\":%.4f,"
                    "\"generated\":%u,\"wall_s\":%.3f,\"gen_tok_s\":%.2f,\"decoded\":%u,"
                    "\"decode_s\":%.3f,\"decode_tok_s\":%.2f,\"steps\":%llu,"
+                   "\"decode_steps\":%llu,\"decode_step_tokens\":%llu,"
+                   "\"decode_step_s\":%.3f,\"decode_step_tok_s\":%.2f,"
                    "\"kv_bytes_per_token\":%.0f,\"peak_rss_mib\":%.1f}\n",
                    nq, batch, no_cache ? "false" : "true", (unsigned long long)st.prompt_tokens,
                    (unsigned long long)computed, hit, cnt.generated, wall,
                    wall > 0 ? cnt.generated / wall : 0.0, cnt.decoded, dec_s,
-                   dec_s > 0 ? cnt.decoded / dec_s : 0.0, (unsigned long long)st.steps, kv_per_tok,
+                   dec_s > 0 ? cnt.decoded / dec_s : 0.0, (unsigned long long)st.steps,
+                   (unsigned long long)st.decode_steps, (unsigned long long)st.decode_step_tokens,
+                   st.t_decode_steps_s,
+                   st.t_decode_steps_s > 0 ? st.decode_step_tokens / st.t_decode_steps_s : 0.0,
+                   kv_per_tok,
                    (double)ru.ru_maxrss / 1024.0);
         } else {
             printf("workload:          urial, %zu questions, %ld tokens each, %ld at once, cache "
@@ -355,6 +361,12 @@ int cmd_bench(int argc, char **argv) {
                    cnt.decoded, dec_s, dec_s > 0 ? cnt.decoded / dec_s : 0.0);
             printf("forward passes:    %llu (%.2f s)\n", (unsigned long long)st.steps,
                    st.t_forward_s);
+            printf("decode-only:       %llu passes of %.2f sequences on average, %llu tokens in "
+                   "%.2f s (%.2f tok/s)\n",
+                   (unsigned long long)st.decode_steps,
+                   st.decode_steps ? (double)st.decode_step_tokens / st.decode_steps : 0.0,
+                   (unsigned long long)st.decode_step_tokens, st.t_decode_steps_s,
+                   st.t_decode_steps_s > 0 ? st.decode_step_tokens / st.t_decode_steps_s : 0.0);
             printf("KV per token:      %.0f bytes (%s)\n", kv_per_tok,
                    mo.kv_type == ICA_F16 ? "f16" : "f32");
             printf("peak RSS:          %.1f MiB\n", (double)ru.ru_maxrss / 1024.0);

@@ -608,8 +608,14 @@ int engine_step(struct engine *e, struct ica_error *err) {
     const struct model_batch batch = {n, e->b_tok, e->b_seq, e->b_pos, e->b_out, e->b_dec};
     const double t0 = eng_now();
     int rc = model_forward(e->ctx, e->views, nv, &batch, e->logits, err);
-    e->st.t_forward_s += eng_now() - t0;
+    const double dt = eng_now() - t0;
+    e->st.t_forward_s += dt;
     e->st.steps++;
+    if (n == nv && e->b_dec[0] && e->b_dec[n - 1]) { /* decode tokens come first */
+        e->st.decode_steps++;
+        e->st.decode_step_tokens += n;
+        e->st.t_decode_steps_s += dt;
+    }
     if (rc != ICA_OK) {
         for (uint32_t v = 0; v < nv; v++)
             for (uint32_t i = 0; i < e->n_seqs; i++)

@@ -142,13 +142,13 @@ static void quant_task(void *vctx, int ith, int nth) {
                       (b1 - b0) * m->blk);
 }
 
-/* The repacked kernel's shared per-token integers for nt tokens at a, in
+/* The repacked kernel's shared per-token values for nt tokens at a, in
  * buf (MM_AUX_MAX entries), or NULL when the type has none or they do not
  * fit (the kernel then computes them itself). */
 static const int32_t *rp_aux(const struct mm_task *m, const char *a, int64_t nt, int32_t *buf) {
     const struct kern_ops *o = m->ops;
     const int64_t nb = m->n_cols / ica_dtype_info(o->tr.vec_dot_type)->blck;
-    if (!o->rp_aux || nt * nb > MM_AUX_MAX)
+    if (!o->rp_aux || nt * nb * 2 > MM_AUX_MAX) /* two entries a block (rp_aux_q4_0) */
         return NULL;
     o->rp_aux(m->n_cols, a, m->ars, nt, buf);
     return buf;

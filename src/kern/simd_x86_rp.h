@@ -188,19 +188,43 @@ TGT static inline int32_t q8_0_negsum8_1(const blk_q8_0 *y) {
     return -8 * (_mm_cvtsi128_si32(h) - 32 * 128);
 }
 
-/* K tokens (1..4) against one tile: specialised per K by inlining. */
+/* The shared per-token values of nt tokens: for token t, aux[2 nb t + b]
+ * is block b's code offset (q8_0_negsum8_1) and aux[2 nb t + nb + b] the
+ * bits of its scale as a float, so that the kernels read both with one
+ * broadcast each. */
 static void SFX(rp_aux_q4_0)(int64_t n, const void *vy, size_t ys, int64_t nt, int32_t *aux) {
     const int64_t nb = n / QK32;
     for (int64_t t = 0; t < nt; t++) {
         const blk_q8_0 *y = (const blk_q8_0 *)((const char *)vy + (size_t)t * ys);
-        for (int64_t b = 0; b < nb; b++)
-            aux[t * nb + b] = q8_0_negsum8_1(&y[b]);
+        int32_t *a = aux + 2 * nb * t;
+        for (int64_t b = 0; b < nb; b++) {
+            a[b] = q8_0_negsum8_1(&y[b]);
+            const float d = h2f(y[b].d);
+            memcpy(&a[nb + b], &d, sizeof d);
+        }
     }
 }
 
+#if X86_512
+#define RP_Q40_KMAX 8
+#else
+#define RP_Q40_KMAX 4 /* 16 ymm registers: 8 unpacked vectors + 4 sums */
+#endif
+
+RP_INLINE int32_t rp_ld32(const void *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+}
+
+/* K tokens (1..RP_Q40_KMAX) against one tile, the block's nibbles split once
+ * for all of them; cs: each token's aux row (rp_aux_q4_0), or NULL (the
+ * offsets and scales are then computed here, block by block). */
 RP_INLINE void rp_q4_0_k(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y,
                          const int32_t *const *cs, const int K, float *out, int64_t os) {
-    rvf acc[4] = {rvf_zero(), rvf_zero(), rvf_zero(), rvf_zero()};
+    rvf acc[RP_Q40_KMAX];
+    for (int t = 0; t < K; t++)
+        acc[t] = rvf_zero();
     for (int64_t b = 0; b < nb; b++, pb += RP_Q40_BLOCK) {
         RP_PF(pb, RP_Q40_BLOCK);
         rvi q[8];
@@ -212,52 +236,66 @@ RP_INLINE void rp_q4_0_k(int64_t nb, const uint8_t *pb, const blk_q8_0 *const *y
         const rvf dx = rvf_ph(pb + 4 * RV_BYTES);
         for (int t = 0; t < K; t++) {
             const int8_t *yq = y[t][b].qs;
-            int32_t v[8];
-            memcpy(v, yq, 32);
             /* two chains: a single token's block is 8 dependent dot steps */
-            rvi i0 = rv_set1(cs[t] ? cs[t][b] : q8_0_negsum8_1(&y[t][b])), i1 = rv_set1(0);
+            rvi i0 = rv_set1(cs ? cs[t][b] : q8_0_negsum8_1(&y[t][b])), i1 = rv_set1(0);
             for (int g = 0; g < 4; g++) {
-                i0 = rv_dpbusd(i0, q[g], v[g]);
-                i1 = rv_dpbusd(i1, q[g + 4], v[g + 4]);
+                i0 = rv_dpbusd(i0, q[g], rp_ld32(yq + 4 * g));
+                i1 = rv_dpbusd(i1, q[g + 4], rp_ld32(yq + 16 + 4 * g));
             }
             const rvf si = rvf_cvt(rv_add(i0, i1));
-            const rvf d = rvf_mul(dx, rvf_set1(h2f(y[t][b].d)));
-            acc[t] = rvf_fmadd(si, d, acc[t]);
+            float dy;
+            if (cs)
+                memcpy(&dy, &cs[t][nb + b], sizeof dy);
+            else
+                dy = h2f(y[t][b].d);
+            acc[t] = rvf_fmadd(si, rvf_mul(dx, rvf_set1(dy)), acc[t]);
         }
     }
     for (int t = 0; t < K; t++)
         rvf_store(out + t * os, acc[t]);
 }
 
+#define RP_Q40_CASE(k)                                                                             \
+    case k:                                                                                        \
+        if (aux)                                                                                   \
+            rp_q4_0_k(nb, tile, y, cs, k, o, os);                                                  \
+        else                                                                                       \
+            rp_q4_0_k(nb, tile, y, NULL, k, o, os);                                                \
+        break
+
 TGT static void SFX(rp_gemm_q4_0)(int64_t n, const void *tile, const void *vy, size_t ys,
                                   int64_t nt, const int32_t *aux, float *out, int64_t os) {
     const int64_t nb = n / QK32;
-    for (int64_t t0 = 0; t0 < nt; t0 += 4) {
-        const int k = (int)(nt - t0 < 4 ? nt - t0 : 4);
-        const blk_q8_0 *y[4];
-        const int32_t *cs[4];
-        for (int t = 0; t < 4; t++) {
+    for (int64_t t0 = 0; t0 < nt; t0 += RP_Q40_KMAX) {
+        const int k = (int)(nt - t0 < RP_Q40_KMAX ? nt - t0 : RP_Q40_KMAX);
+        const blk_q8_0 *y[RP_Q40_KMAX];
+        const int32_t *cs[RP_Q40_KMAX];
+        for (int t = 0; t < RP_Q40_KMAX; t++) {
             const int64_t tt = t0 + (t < k ? t : 0);
             y[t] = (const blk_q8_0 *)((const char *)vy + (size_t)tt * ys);
-            cs[t] = aux ? aux + tt * nb : NULL;
+            cs[t] = aux ? aux + 2 * nb * tt : NULL;
         }
         float *o = out + t0 * os;
         switch (k) {
-        case 1:
-            rp_q4_0_k(nb, tile, y, cs, 1, o, os);
-            break;
-        case 2:
-            rp_q4_0_k(nb, tile, y, cs, 2, o, os);
-            break;
-        case 3:
-            rp_q4_0_k(nb, tile, y, cs, 3, o, os);
-            break;
+            RP_Q40_CASE(1);
+            RP_Q40_CASE(2);
+            RP_Q40_CASE(3);
+#if RP_Q40_KMAX > 4
+            RP_Q40_CASE(4);
+            RP_Q40_CASE(5);
+            RP_Q40_CASE(6);
+            RP_Q40_CASE(7);
+#endif
         default:
-            rp_q4_0_k(nb, tile, y, cs, 4, o, os);
+            if (aux)
+                rp_q4_0_k(nb, tile, y, cs, RP_Q40_KMAX, o, os);
+            else
+                rp_q4_0_k(nb, tile, y, NULL, RP_Q40_KMAX, o, os);
             break;
         }
     }
 }
+#undef RP_Q40_CASE
 
 /* ------------------------------------------------------------- Q4_K */
 
