@@ -346,8 +346,7 @@ int cmd_bench(int argc, char **argv) {
                    (unsigned long long)st.decode_steps, (unsigned long long)st.decode_step_tokens,
                    st.t_decode_steps_s,
                    st.t_decode_steps_s > 0 ? st.decode_step_tokens / st.t_decode_steps_s : 0.0,
-                   kv_per_tok,
-                   (double)ru.ru_maxrss / 1024.0);
+                   kv_per_tok, (double)ru.ru_maxrss / 1024.0);
         } else {
             printf("workload:          urial, %zu questions, %ld tokens each, %ld at once, cache "
                    "%s\n",
