@@ -37,6 +37,12 @@ struct attn_ws {
     void *pr;     /* [n_ctx] probabilities rounded to the cache type */
     float *pf;    /* [group][n_ctx] the rounded probabilities as floats */
     float *lanes; /* [ATT_HEADS][ATT_LANES][head_dim_v] per-lane sums of V^T p */
+    /* several single-token sequences at once (attention_group_avx512), gmax =
+     * min(group, ATT_GROUP_MAX) heads of each of att_seq_max sequences: */
+    float *gq;  /* [seq][gmax][head_dim] rounded queries as floats */
+    float *gkq; /* [seq][gmax][n_ctx] scores, then (rounded) probabilities */
+    float *gl;  /* [seq][gmax][4][head_dim_v] four lanes' sums of V^T p */
+    float *gs;  /* [seq][gmax][16][head_dim_v] the lanes' first reduction step */
 };
 
 /* The single-token KQV keeps the F32/F16 vec_dot's 64 lanes (4 accumulators
@@ -75,6 +81,7 @@ struct model_ctx {
     uint8_t *row_order;       /* [B] enum kern_order per row */
     uint32_t *b_seq, *b_pos;  /* [B] batch built by model_eval */
     const uint8_t **kp, **vp; /* [ATT_SEQ_MAX][n_ctx] sequences' K and V rows of one layer */
+    uint32_t att_seq_max;     /* single-token sequences per attention pass (<= ATT_SEQ_MAX) */
     bool *b_out, *b_decode;
     struct pool *pool; /* threads for the matrix products */
 };
@@ -182,6 +189,11 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
         const size_t as2 = kern_matmul_scratch_size(c->kv_type, C, B);
         as = as2 > as ? as2 : as;
         const size_t group = hp->n_head / hp->n_head_kv, KQR = B > group ? B : group;
+        const size_t gmax = group < ATT_GROUP_MAX ? group : ATT_GROUP_MAX;
+        /* the sequences of one pass: their scores take at most 32 MiB a thread */
+        size_t sm = ((size_t)32 << 20) / (gmax * C * sizeof(float));
+        c->att_seq_max = (uint32_t)(sm < 1 ? 1 : sm > ATT_SEQ_MAX ? ATT_SEQ_MAX : sm);
+        const size_t GS = (size_t)c->att_seq_max * gmax;
         for (int t = 0; ws_ok && t < c->n_ws; t++) {
             struct attn_ws *w = &c->ws[t];
             w->kh = calloc(C * hp->head_dim, c->kv_elt);
@@ -195,8 +207,12 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
             w->pr = malloc(C * c->kv_elt);
             w->pf = malloc(group * C * sizeof(float));
             w->lanes = malloc((size_t)ATT_HEADS * ATT_LANES * hp->head_dim_v * sizeof(float));
+            w->gq = malloc(GS * hp->head_dim * sizeof(float));
+            w->gkq = malloc(GS * C * sizeof(float));
+            w->gl = malloc(GS * 4 * hp->head_dim_v * sizeof(float));
+            w->gs = malloc(GS * 16 * hp->head_dim_v * sizeof(float));
             ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch && w->qr && w->qf &&
-                    w->pr && w->pf && w->lanes;
+                    w->pr && w->pf && w->lanes && w->gq && w->gkq && w->gl && w->gs;
         }
     }
     if ((!p->no_own_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->h || !c->q || !c->k ||
@@ -233,6 +249,10 @@ void model_ctx_free(struct model_ctx *c) {
         free(c->ws[t].pr);
         free(c->ws[t].pf);
         free(c->ws[t].lanes);
+        free(c->ws[t].gq);
+        free(c->ws[t].gkq);
+        free(c->ws[t].gl);
+        free(c->ws[t].gs);
     }
     free((void *)c->kp);
     free((void *)c->vp);
@@ -648,42 +668,93 @@ static void kqv_lanes_scalar(const uint8_t *const *vp, size_t voff, bool f16, ui
 #if defined(__x86_64__) || defined(__i386__)
 #define ATT_TGT __attribute__((target("avx2,fma,f16c,avx512f")))
 
-/* NV*16 value columns from d0 of NH heads, lane by lane: the lane's
- * accumulators stay in registers while it runs over positions L, L+64, ... */
+/* Lane L of NV*16 value columns from d0 of NH heads: the lane's
+ * accumulators stay in registers while it runs over positions L, L+64, ...;
+ * dst[h] + d0 receives head h's sums. */
+ATT_TGT static inline __attribute__((always_inline)) void
+kqv_lane_avx512(const uint8_t *const *vp, size_t voff, bool f16, uint32_t used, uint32_t n64,
+                uint32_t d0, const float *const *p, int nh, int nv, uint32_t L, float *const *dst) {
+    __m512 acc[ATT_HEADS][4];
+    for (int h = 0; h < nh; h++)
+        for (int k = 0; k < nv; k++)
+            acc[h][k] = _mm512_setzero_ps();
+    for (uint32_t j = L; j < n64; j += ATT_LANES) {
+        __m512 v[4];
+        if (j >= used) {
+            for (int k = 0; k < nv; k++)
+                v[k] = _mm512_setzero_ps();
+        } else if (f16) {
+            const uint16_t *r = (const uint16_t *)(vp[j] + voff) + d0;
+            for (int k = 0; k < nv; k++)
+                v[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
+        } else {
+            const float *r = (const float *)(vp[j] + voff) + d0;
+            for (int k = 0; k < nv; k++)
+                v[k] = _mm512_loadu_ps(r + 16 * k);
+        }
+        for (int h = 0; h < nh; h++) {
+            const __m512 pj = _mm512_set1_ps(p[h][j]);
+            for (int k = 0; k < nv; k++)
+                acc[h][k] = _mm512_fmadd_ps(v[k], pj, acc[h][k]);
+        }
+    }
+    for (int h = 0; h < nh; h++)
+        for (int k = 0; k < nv; k++)
+            _mm512_storeu_ps(dst[h] + d0 + 16 * k, acc[h][k]);
+}
+
+/* Every lane of NV*16 value columns from d0 of NH heads into lanes. */
 ATT_TGT static inline __attribute__((always_inline)) void
 kqv_lanes_block_avx512(const uint8_t *const *vp, size_t voff, bool f16, uint32_t used, uint32_t n64,
                        uint32_t hdv, uint32_t d0, const float *const *p, int nh, int nv,
                        float *lanes) {
     for (uint32_t L = 0; L < ATT_LANES; L++) {
-        __m512 acc[ATT_HEADS][4];
+        float *dst[ATT_HEADS];
         for (int h = 0; h < nh; h++)
-            for (int k = 0; k < nv; k++)
-                acc[h][k] = _mm512_setzero_ps();
-        for (uint32_t j = L; j < n64; j += ATT_LANES) {
-            __m512 v[4];
-            if (j >= used) {
-                for (int k = 0; k < nv; k++)
-                    v[k] = _mm512_setzero_ps();
-            } else if (f16) {
-                const uint16_t *r = (const uint16_t *)(vp[j] + voff) + d0;
-                for (int k = 0; k < nv; k++)
-                    v[k] = _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(r + 16 * k)));
-            } else {
-                const float *r = (const float *)(vp[j] + voff) + d0;
-                for (int k = 0; k < nv; k++)
-                    v[k] = _mm512_loadu_ps(r + 16 * k);
-            }
-            for (int h = 0; h < nh; h++) {
-                const __m512 pj = _mm512_set1_ps(p[h][j]);
-                for (int k = 0; k < nv; k++)
-                    acc[h][k] = _mm512_fmadd_ps(v[k], pj, acc[h][k]);
-            }
-        }
-        for (int h = 0; h < nh; h++)
-            for (int k = 0; k < nv; k++)
-                _mm512_storeu_ps(lanes + ((size_t)h * ATT_LANES + L) * hdv + d0 + 16 * k,
-                                 acc[h][k]);
+            dst[h] = lanes + ((size_t)h * ATT_LANES + L) * hdv;
+        kqv_lane_avx512(vp, voff, f16, used, n64, d0, p, nh, nv, L, dst);
     }
+}
+
+/* kqv_lane_avx512 for any nh <= ATT_HEADS and nv <= 4, specialised. */
+ATT_TGT static void kqv_lane_any_avx512(const uint8_t *const *vp, size_t voff, bool f16,
+                                        uint32_t used, uint32_t n64, uint32_t d0,
+                                        const float *const *p, int nh, int nv, uint32_t L,
+                                        float *const *dst) {
+#define KQV_LANE(NH, NV) kqv_lane_avx512(vp, voff, f16, used, n64, d0, p, NH, NV, L, dst)
+#define KQV_LANE_NV(NH)                                                                            \
+    do {                                                                                           \
+        switch (nv) {                                                                              \
+        case 4:                                                                                    \
+            KQV_LANE(NH, 4);                                                                       \
+            break;                                                                                 \
+        case 3:                                                                                    \
+            KQV_LANE(NH, 3);                                                                       \
+            break;                                                                                 \
+        case 2:                                                                                    \
+            KQV_LANE(NH, 2);                                                                       \
+            break;                                                                                 \
+        default:                                                                                   \
+            KQV_LANE(NH, 1);                                                                       \
+            break;                                                                                 \
+        }                                                                                          \
+    } while (0)
+    switch (nh) {
+    case 4:
+        KQV_LANE_NV(4);
+        break;
+    case 3:
+        KQV_LANE_NV(3);
+        break;
+    case 2:
+        KQV_LANE_NV(2);
+        break;
+    default:
+        KQV_LANE_NV(1);
+        break;
+    }
+#undef KQV_LANE_NV
+#undef KQV_LANE
 }
 
 #define KQV_BLOCK(NH, NV)                                                                          \
@@ -788,14 +859,16 @@ kq_key_avx512(const uint8_t *kr, bool f16, uint32_t hd, const float *q) {
     return _mm512_add_ps(_mm512_add_ps(acc[0], acc[2]), _mm512_add_ps(acc[1], acc[3]));
 }
 
-/* scores[h][j] = vec_dot(key row j, q[h]) for j < n_keys and nh heads, q
- * as floats (already rounded to the cache type); 16 keys per round (their
- * rows stay in L1 for every head), the last round padded with key 0. */
+/* scores[h][j] = vec_dot(key row j, q[h]) for j_from <= j < n_keys (j_from a
+ * multiple of 16) and nh heads, q as floats (already rounded to the cache
+ * type); 16 keys per round (their rows stay in L1 for every head), the last
+ * round padded with key 0. */
 ATT_TGT static inline __attribute__((always_inline)) void
-kq_keys_impl_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd, uint32_t n_keys,
-                    const float *const *qs, uint32_t nh, float *scores, size_t stride) {
+kq_keys_impl_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd, uint32_t j_from,
+                    uint32_t n_keys, const float *const *qs, uint32_t nh, float *scores,
+                    size_t stride) {
     const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    for (uint32_t j0 = 0; j0 < n_keys; j0 += 16)
+    for (uint32_t j0 = j_from; j0 < n_keys; j0 += 16)
         for (uint32_t h = 0; h < nh; h++) {
             const float *q = qs[h];
             float *out = scores + h * stride;
@@ -833,18 +906,18 @@ kq_keys_impl_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd
 /* kq_keys_impl_avx512 compiled for the common head sizes (constant trip
  * counts: the query stays in registers across the 16 keys). */
 ATT_TGT static void kq_keys_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd,
-                                   uint32_t n_keys, const float *const *qs, uint32_t nh,
-                                   float *scores, size_t stride) {
+                                   uint32_t j_from, uint32_t n_keys, const float *const *qs,
+                                   uint32_t nh, float *scores, size_t stride) {
     if (!f16 && hd == 64)
-        kq_keys_impl_avx512(kp, koff, false, 64, n_keys, qs, nh, scores, stride);
+        kq_keys_impl_avx512(kp, koff, false, 64, j_from, n_keys, qs, nh, scores, stride);
     else if (!f16 && hd == 128)
-        kq_keys_impl_avx512(kp, koff, false, 128, n_keys, qs, nh, scores, stride);
+        kq_keys_impl_avx512(kp, koff, false, 128, j_from, n_keys, qs, nh, scores, stride);
     else if (f16 && hd == 64)
-        kq_keys_impl_avx512(kp, koff, true, 64, n_keys, qs, nh, scores, stride);
+        kq_keys_impl_avx512(kp, koff, true, 64, j_from, n_keys, qs, nh, scores, stride);
     else if (f16 && hd == 128)
-        kq_keys_impl_avx512(kp, koff, true, 128, n_keys, qs, nh, scores, stride);
+        kq_keys_impl_avx512(kp, koff, true, 128, j_from, n_keys, qs, nh, scores, stride);
     else
-        kq_keys_impl_avx512(kp, koff, f16, hd, n_keys, qs, nh, scores, stride);
+        kq_keys_impl_avx512(kp, koff, f16, hd, j_from, n_keys, qs, nh, scores, stride);
 }
 
 #undef KQV_BLOCKS
@@ -915,7 +988,7 @@ static void attention_heads_single(const struct attn_job *a, struct attn_ws *w, 
                         qf[i] = qd;
                     }
                 }
-                kq_keys_avx512(a->kp, koff, f16, hd, pos + 1, qf, nh, w->kq, n_kv);
+                kq_keys_avx512(a->kp, koff, f16, hd, 0, pos + 1, qf, nh, w->kq, n_kv);
             } else
 #endif
                 for (uint32_t j = 0; j <= pos; j++) {
@@ -978,12 +1051,173 @@ struct attn_group {
     uint32_t n;
 };
 
+#if defined(__x86_64__) || defined(__i386__)
+/* Query heads [hb, he) of one kv head (he - hb <= ATT_GROUP_MAX) for every
+ * single-token sequence of g, with the same operations as
+ * attention_heads_single (so the same bits) in another loop order: every
+ * round of keys, and every lane's value rows, is taken by all the
+ * sequences while it is in L1, so the rows of a shared prefix are read
+ * from memory once per step instead of once per sequence. */
+ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct attn_ws *w,
+                                           uint32_t hb, uint32_t he) {
+    struct model_ctx *c = g->job[0].c;
+    const struct model_hparams *hp = &c->m->hp;
+    const uint32_t hd = hp->head_dim, hdv = hp->head_dim_v, C = c->n_ctx;
+    const size_t QD = (size_t)hp->n_head * hd, OD = (size_t)hp->n_head * hdv, es = c->kv_elt;
+    const uint32_t group = hp->n_head / hp->n_head_kv;
+    const uint32_t gmax = group < ATT_GROUP_MAX ? group : ATT_GROUP_MAX;
+    const float scale = 1.0f / sqrtf((float)hd);
+    const bool f16 = c->kv_type == ICA_F16;
+    const struct kern_traits *tr = kern_get_traits(c->kv_type);
+    const uint32_t kvh = hb / group, nh = he - hb, ns = g->n;
+    const size_t koff = (size_t)kvh * hd * es, voff = (size_t)kvh * hdv * es;
+    /* queries rounded to the cache type, as floats */
+    uint32_t max_keys = 0;
+    for (uint32_t s = 0; s < ns; s++) {
+        const struct attn_job *a = &g->job[s];
+        const float *qt = c->q + a->t0 * QD;
+        for (uint32_t i = 0; i < nh; i++) {
+            const float *q = qt + (size_t)(hb + i) * hd;
+            float *dst = w->gq + ((size_t)s * gmax + i) * hd;
+            if (f16) {
+                tr->from_float(q, w->qr, hd);
+                tr->to_float(w->qr, dst, hd);
+            } else {
+                memcpy(dst, q, hd * sizeof(float));
+            }
+        }
+        if (a->pos0 + 1 > max_keys)
+            max_keys = a->pos0 + 1;
+    }
+    /* KQ, 64 keys at a time for every sequence that has them */
+    for (uint32_t ja = 0; ja < max_keys; ja += 64)
+        for (uint32_t s = 0; s < ns; s++) {
+            const struct attn_job *a = &g->job[s];
+            const uint32_t nk = a->pos0 + 1;
+            if (ja >= nk)
+                continue;
+            const float *qf[ATT_GROUP_MAX];
+            for (uint32_t i = 0; i < nh; i++)
+                qf[i] = w->gq + ((size_t)s * gmax + i) * hd;
+            kq_keys_avx512(a->kp, koff, f16, hd, ja, ja + 64 < nk ? ja + 64 : nk, qf, nh,
+                           w->gkq + (size_t)s * gmax * C, C);
+        }
+    /* scale, causal mask, softmax; the product rounds the probabilities to
+     * the cache type */
+    for (uint32_t s = 0; s < ns; s++) {
+        const struct attn_job *a = &g->job[s];
+        for (uint32_t i = 0; i < nh; i++) {
+            float *row = w->gkq + ((size_t)s * gmax + i) * C;
+            for (uint32_t j = 0; j < a->n_kv; j++)
+                row[j] = j <= a->pos0 ? row[j] * scale : -INFINITY;
+            softmax(row, row, a->n_kv);
+            if (f16) {
+                tr->from_float(row, w->pr, a->n_kv);
+                tr->to_float(w->pr, row, a->n_kv);
+            }
+        }
+    }
+    /* KQV: lanes l, l + 32, l + 16, l + 48 for every sequence and head, then
+     * their first reduction step (A_l + A_l+32) + (A_l+16 + A_l+48) */
+    static const uint32_t lane_off[4] = {0, 32, 16, 48};
+    for (uint32_t l = 0; l < 16; l++) {
+        for (uint32_t qn = 0; qn < 4; qn++) {
+            const uint32_t L = l + lane_off[qn];
+            for (uint32_t s = 0; s < ns; s++) {
+                const struct attn_job *a = &g->job[s];
+                const uint32_t used = a->pos0 + 1, n64 = a->n_kv & ~(uint32_t)(ATT_LANES - 1);
+                for (uint32_t i0 = 0; i0 < nh; i0 += ATT_HEADS) {
+                    const int nhh = nh - i0 < ATT_HEADS ? (int)(nh - i0) : ATT_HEADS;
+                    const float *p[ATT_HEADS];
+                    float *dst[ATT_HEADS];
+                    for (int h = 0; h < nhh; h++) {
+                        const size_t r = (size_t)s * gmax + i0 + (uint32_t)h;
+                        p[h] = w->gkq + r * C;
+                        dst[h] = w->gl + (r * 4 + qn) * hdv;
+                    }
+                    for (uint32_t d0 = 0; d0 < hdv; d0 += 64)
+                        kqv_lane_any_avx512(a->vp, voff, f16, used, n64, d0, p, nhh,
+                                            hdv - d0 >= 64 ? 4 : (int)(hdv - d0) / 16, L, dst);
+                }
+            }
+        }
+        for (uint32_t s = 0; s < ns; s++)
+            for (uint32_t i = 0; i < nh; i++) {
+                const size_t r = (size_t)s * gmax + i;
+                const float *A = w->gl + r * 4 * hdv;
+                float *S = w->gs + (r * 16 + l) * hdv;
+                for (uint32_t d = 0; d < hdv; d += 16)
+                    _mm512_storeu_ps(
+                        S + d, _mm512_add_ps(_mm512_add_ps(_mm512_loadu_ps(A + d),
+                                                           _mm512_loadu_ps(A + hdv + d)),
+                                             _mm512_add_ps(_mm512_loadu_ps(A + 2 * hdv + d),
+                                                           _mm512_loadu_ps(A + 3 * hdv + d))));
+            }
+    }
+    /* the 16-lane halving tree, then positions from n64 on (kqv_lanes_avx512) */
+    for (uint32_t s = 0; s < ns; s++) {
+        const struct attn_job *a = &g->job[s];
+        const uint32_t used = a->pos0 + 1, n_kv = a->n_kv;
+        const uint32_t n64 = n_kv & ~(uint32_t)(ATT_LANES - 1);
+        for (uint32_t i = 0; i < nh; i++) {
+            const size_t r = (size_t)s * gmax + i;
+            const float *S = w->gs + r * 16 * hdv, *p = w->gkq + r * C;
+            float *out = c->att + a->t0 * OD + (size_t)(hb + i) * hdv;
+            for (uint32_t d = 0; d < hdv; d += 16) {
+                __m512 v[16];
+                for (int k = 0; k < 16; k++)
+                    v[k] = _mm512_loadu_ps(S + (size_t)k * hdv + d);
+                for (int k = 0; k < 8; k++)
+                    v[k] = _mm512_add_ps(v[k + 8], v[k]);
+                for (int k = 0; k < 4; k++)
+                    v[k] = _mm512_add_ps(v[k + 4], v[k]);
+                for (int k = 0; k < 2; k++)
+                    v[k] = _mm512_add_ps(v[k], v[k + 2]);
+                _mm512_storeu_ps(out + d, _mm512_add_ps(v[0], v[1]));
+            }
+            for (uint32_t d = 0; n64 != n_kv && d < hdv; d++) {
+                if (f16) {
+                    double sum = (double)out[d];
+                    for (uint32_t j = n64; j < n_kv; j++) {
+                        const float v =
+                            j < used ? kern_f16_to_f32(((const uint16_t *)(a->vp[j] + voff))[d])
+                                     : 0.0f;
+                        sum += (double)(v * p[j]);
+                    }
+                    out[d] = (float)sum;
+                } else {
+                    float sum = out[d];
+                    for (uint32_t j = n64; j < n_kv; j++) {
+                        const float v = j < used ? ((const float *)(a->vp[j] + voff))[d] : 0.0f;
+                        const float pr = v * p[j];
+                        sum = sum + pr;
+                    }
+                    out[d] = sum;
+                }
+            }
+        }
+    }
+}
+#endif
+
 static void attn_group_task(void *ud, int ith, int nth) {
     const struct attn_group *g = ud;
     const struct model_hparams *hp = &g->job[0].c->m->hp;
     const uint32_t H = hp->n_head, group = hp->n_head / hp->n_head_kv;
     const uint32_t h0 = (uint32_t)((uint64_t)H * (uint64_t)ith / (uint64_t)nth);
     const uint32_t h1 = (uint32_t)((uint64_t)H * (uint64_t)(ith + 1) / (uint64_t)nth);
+#if defined(__x86_64__) || defined(__i386__)
+    if (kqv_lanes_fast(hp) && hp->head_dim % 64 == 0) {
+        for (uint32_t hb = h0; hb < h1;) {
+            uint32_t he = (hb / group + 1) * group < h1 ? (hb / group + 1) * group : h1;
+            if (he - hb > ATT_GROUP_MAX)
+                he = hb + ATT_GROUP_MAX;
+            attention_group_avx512(g, &g->job[0].c->ws[ith], hb, he);
+            hb = he;
+        }
+        return;
+    }
+#endif
     for (uint32_t hb = h0; hb < h1;) {
         const uint32_t he = (hb / group + 1) * group < h1 ? (hb / group + 1) * group : h1;
         for (uint32_t s = 0; s < g->n; s++)
@@ -1038,7 +1272,7 @@ static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, u
         return;
     }
     g->job[g->n++] = a;
-    if (g->n == ATT_SEQ_MAX)
+    if (g->n == c->att_seq_max)
         attention_flush(c, g);
 }
 

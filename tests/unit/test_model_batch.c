@@ -297,11 +297,162 @@ static void test_attention_paths(void **state) {
     check_attention_paths(ICA_F16, 192, 4);
 }
 
+/* A sequence reading a shared prefix cache below `shared_len` and its own
+ * cache from there on (what the radix cache does with shared blocks). */
+struct pcache {
+    uint8_t *k, *v;         /* own rows */
+    const uint8_t *sk, *sv; /* the shared prefix's rows */
+    uint32_t shared_len, n_ctx;
+    size_t krow, vrow; /* bytes a position and layer */
+};
+
+static void *pk(void *ud, uint32_t il, uint32_t pos) {
+    struct pcache *c = ud;
+    const uint8_t *base = pos < c->shared_len ? c->sk : c->k;
+    return (void *)(base + ((size_t)il * c->n_ctx + pos) * c->krow);
+}
+
+static void *pv(void *ud, uint32_t il, uint32_t pos) {
+    struct pcache *c = ud;
+    const uint8_t *base = pos < c->shared_len ? c->sv : c->v;
+    return (void *)(base + ((size_t)il * c->n_ctx + pos) * c->vrow);
+}
+
+enum { GSEQ = 11, GPREFIX = 67, GSTEPS = 7, GCTX = 212 };
+
+/* Decode logits of GSEQ sequences sharing a 67-token prefix (the same rows),
+ * with suffixes of different lengths (contexts from 68 to 210 positions:
+ * several 64-key rounds, a context past the last multiple of 64, more
+ * sequences than one attention pass takes), decoded one sequence per pass
+ * and all in one pass: identical bits. */
+static void check_group_decode(uint32_t kv_type) {
+    struct model_synth_config cfg;
+    memset(&cfg, 0, sizeof cfg);
+    cfg.arch = "llama";
+    cfg.n_vocab = 300;
+    cfg.n_embd = 512;
+    cfg.n_layer = 2;
+    cfg.n_head = 8; /* head_dim 64, 4 query heads a kv head */
+    cfg.n_head_kv = 2;
+    cfg.n_ff = 128;
+    cfg.n_ctx = GCTX;
+    cfg.wtype = ICA_F32;
+    cfg.seed = 5;
+    char path[512];
+    snprintf(path, sizeof path, "%s/group-%u.gguf", tu_tmpdir(), kv_type);
+    struct ica_error err = {0};
+    assert_int_equal(model_synth_write(path, &cfg, &err), ICA_OK);
+    struct model *m;
+    assert_int_equal(model_load(path, &m, &err), ICA_OK);
+    const struct model_hparams *hp = model_get_hparams(m);
+    const uint32_t V = hp->n_vocab;
+    static const uint32_t suffix[GSEQ] = {1, 20, 60, 61, 100, 125, 136, 3, 40, 64, 129};
+    struct model_ctx_params cp = model_ctx_default_params();
+    cp.n_ctx = GCTX;
+    cp.n_batch = 256;
+    cp.kv_type = kv_type;
+    struct model_ctx *ctx;
+    assert_int_equal(model_ctx_new(m, &cp, &ctx, &err), ICA_OK);
+    const size_t es = kv_type == ICA_F16 ? 2 : 4;
+    const size_t krow = (size_t)hp->n_head_kv * hp->head_dim * es;
+    const size_t vrow = (size_t)hp->n_head_kv * hp->head_dim_v * es;
+    const size_t kbytes = (size_t)hp->n_layer * GCTX * krow,
+                 vbytes = (size_t)hp->n_layer * GCTX * vrow;
+    uint8_t *sk = calloc(1, kbytes), *sv = calloc(1, vbytes);
+    struct pcache pc[GSEQ + 1];
+    struct model_kv_view views[GSEQ + 1];
+    for (uint32_t s = 0; s <= GSEQ; s++) {
+        pc[s] = (struct pcache){calloc(1, kbytes), calloc(1, vbytes), sk, sv, 0, GCTX, krow, vrow};
+        views[s] = (struct model_kv_view){pk, pv, &pc[s]};
+    }
+    /* view GSEQ writes the shared prefix */
+    pc[GSEQ].k = sk;
+    pc[GSEQ].v = sv;
+    int32_t toks[256];
+    uint32_t seq[256], pos[256];
+    bool dec[256];
+    float *out = malloc((size_t)GSEQ * V * sizeof(float));
+    for (uint32_t i = 0; i < GPREFIX; i++) {
+        toks[i] = tok(9, i, V);
+        seq[i] = GSEQ;
+        pos[i] = i;
+        dec[i] = false;
+    }
+    struct model_batch b = {GPREFIX, toks, seq, pos, NULL, dec};
+    assert_int_equal(model_forward(ctx, views, GSEQ + 1, &b, out, &err), ICA_OK);
+    for (uint32_t s = 0; s < GSEQ; s++) {
+        pc[s].shared_len = GPREFIX;
+        for (uint32_t i = 0; i < suffix[s]; i++) {
+            toks[i] = tok(s, i, V);
+            seq[i] = s;
+            pos[i] = GPREFIX + i;
+        }
+        struct model_batch bs = {suffix[s], toks, seq, pos, NULL, dec};
+        assert_int_equal(model_forward(ctx, views, GSEQ, &bs, out, &err), ICA_OK);
+    }
+    /* the same decode steps, one sequence a pass, then all together (the
+     * second run overwrites each position's K and V with the same values) */
+    const size_t sz = (size_t)GSEQ * GSTEPS * V * sizeof(float);
+    float *rows[2] = {malloc(sz), malloc(sz)};
+    for (int mode = 0; mode < 2; mode++)
+        for (uint32_t step = 0; step < GSTEPS; step++) {
+            for (uint32_t s = 0; s < GSEQ; s++) {
+                toks[s] = tok(s, 200 + step, V);
+                seq[s] = s;
+                pos[s] = GPREFIX + suffix[s] + step;
+                dec[s] = true;
+            }
+            if (mode == 0) {
+                for (uint32_t s = 0; s < GSEQ; s++) {
+                    struct model_batch b1 = {1, toks + s, seq + s, pos + s, NULL, dec};
+                    assert_int_equal(model_forward(ctx, views, GSEQ, &b1, out, &err), ICA_OK);
+                    memcpy(rows[0] + ((size_t)s * GSTEPS + step) * V, out, V * sizeof(float));
+                }
+            } else {
+                struct model_batch ball = {GSEQ, toks, seq, pos, NULL, dec};
+                assert_int_equal(model_forward(ctx, views, GSEQ, &ball, out, &err), ICA_OK);
+                for (uint32_t s = 0; s < GSEQ; s++)
+                    memcpy(rows[1] + ((size_t)s * GSTEPS + step) * V, out + (size_t)s * V,
+                           V * sizeof(float));
+            }
+        }
+    assert_memory_equal(rows[0], rows[1], sz);
+    /* and the gathered (portable) path agrees with both */
+    model_attn_force_gather(true);
+    for (uint32_t s = 0; s < GSEQ; s++) {
+        toks[0] = tok(s, 200, V);
+        seq[0] = s;
+        pos[0] = GPREFIX + suffix[s];
+        struct model_batch b1 = {1, toks, seq, pos, NULL, dec};
+        assert_int_equal(model_forward(ctx, views, GSEQ, &b1, out, &err), ICA_OK);
+        assert_memory_equal(out, rows[0] + (size_t)s * GSTEPS * V, V * sizeof(float));
+    }
+    model_attn_force_gather(false);
+    for (uint32_t s = 0; s < GSEQ; s++) {
+        free(pc[s].k);
+        free(pc[s].v);
+    }
+    free(sk);
+    free(sv);
+    free(rows[0]);
+    free(rows[1]);
+    free(out);
+    model_ctx_free(ctx);
+    model_free(m);
+}
+
+static void test_group_decode(void **state) {
+    (void)state;
+    check_group_decode(ICA_F32);
+    check_group_decode(ICA_F16);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_batch_invariance),
         cmocka_unit_test(test_bad_batches),
         cmocka_unit_test(test_attention_paths),
+        cmocka_unit_test(test_group_decode),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
