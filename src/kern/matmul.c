@@ -31,6 +31,8 @@
 #define MM_TOKEN_BLOCK_BYTES (256 * 1024)
 /* Per-token integers of the repacked kernels for one token block (stack). */
 #define MM_AUX_MAX 16384
+/* activations (tokens x columns) rounded by every thread from this size */
+#define MM_MIN_PARALLEL_QUANT 65536
 
 /* ------------------------------------------------ sgemm order, scalar */
 
@@ -154,7 +156,11 @@ static const int32_t *rp_aux(const struct mm_task *m, const char *a, int64_t nt,
     return buf;
 }
 
-static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0, int64_t t1) {
+/* Rows [r0, r1) against tokens [t0, t1); aux0: the repacked kernel's
+ * per-token values of all these tokens when the caller has them (NULL:
+ * computed here). */
+static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0, int64_t t1,
+                     const int32_t *aux0) {
     const struct kern_ops *o = m->ops;
     if (t1 - t0 == 1 && !m->sg) {
         const char *a = m->act + (size_t)t0 * m->ars;
@@ -162,7 +168,7 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
         int64_t r = r0;
         if (m->rp && r % o->rp_rows == 0) {
             int32_t aux[MM_AUX_MAX];
-            const int32_t *ax = rp_aux(m, a, 1, aux);
+            const int32_t *ax = aux0 ? aux0 : rp_aux(m, a, 1, aux);
             for (; r + o->rp_rows <= r1 && r + o->rp_rows <= m->rp_end; r += o->rp_rows)
                 o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile, a, m->ars, 1,
                            ax, &out[r], m->n_rows);
@@ -186,7 +192,8 @@ static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0
         if (m->rp && r % o->rp_rows == 0 && r + o->rp_rows <= r1) {
             int32_t aux[MM_AUX_MAX];
             const char *a = m->act + (size_t)tb0 * m->ars;
-            const int32_t *ax = rp_aux(m, a, tb1 - tb0, aux);
+            const int32_t *ax =
+                aux0 && tb0 == t0 && tb1 == t1 ? aux0 : rp_aux(m, a, tb1 - tb0, aux);
             for (; r + o->rp_rows <= r1 && r + o->rp_rows <= m->rp_end; r += o->rp_rows)
                 o->rp_gemm(m->n_cols, m->rp + (size_t)(r / o->rp_rows) * m->rp_tile, a, m->ars,
                            tb1 - tb0, ax, &m->y[tb0 * m->n_rows + r], m->n_rows);
@@ -244,20 +251,30 @@ static void dot_task(void *vctx, int ith, int nth) {
     if (m->by_tokens) {
         split(m->n_tok, ith, nth, &a, &b);
         if (b > a)
-            dot_rows(m, 0, m->n_rows, a, b);
+            dot_rows(m, 0, m->n_rows, a, b, NULL);
     } else {
         /* chunks of rows handed out by an atomic counter: a thread that the
          * OS delays (shared machines) takes fewer chunks instead of holding
          * the others at the end of the product. Which thread computes an
          * output never changes its value. */
         struct mm_task *mt = vctx;
+        /* the repacked kernel's per-token values, once per thread when all
+         * the tokens make one token block of dot_rows */
+        int32_t aux[MM_AUX_MAX];
+        const int32_t *ax = NULL;
+        if (m->rp && m->ops->rp_aux) {
+            int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m->ars ? m->ars : 1));
+            tb = tb < 4 ? 4 : tb & ~(int64_t)3;
+            if (m->n_tok <= tb)
+                ax = rp_aux(m, m->act, m->n_tok, aux);
+        }
         for (;;) {
             const int64_t c = atomic_fetch_add_explicit(&mt->next, 1, memory_order_relaxed);
             a = c * m->chunk;
             if (a >= m->n_rows)
                 break;
             b = a + m->chunk < m->n_rows ? a + m->chunk : m->n_rows;
-            dot_rows(m, a, b, 0, m->n_tok);
+            dot_rows(m, a, b, 0, m->n_tok, ax);
         }
         (void)ith;
         (void)nth;
@@ -331,7 +348,8 @@ void kern_matmul_rp_level(int level, struct pool *pool, uint32_t wtype, const vo
         const struct ica_dtype_info *di = ica_dtype_info(vt);
         m.blk = di->blck;
         m.blk_bytes = di->type_size;
-        if (nth > 1 && n_tok * n_cols >= 8192)
+        /* a few tokens are rounded faster than the threads meet */
+        if (nth > 1 && n_tok * n_cols >= MM_MIN_PARALLEL_QUANT)
             pool_run(p, quant_task, &m);
         else
             quant_task(&m, 0, 1);
