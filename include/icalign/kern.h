@@ -112,4 +112,18 @@ ICA_API void kern_matmul_rp(struct pool *pool, uint32_t wtype, const void *w, co
                             int64_t n_rows, int64_t n_cols, const float *x, int64_t n_tok, float *y,
                             void *scratch);
 
+/* Several products of the same activations x (n_tok x n_cols) with matrices
+ * of one type (the q, k and v projections; ffn gate and up): the
+ * activations are rounded once and the rows of all the matrices are shared
+ * out in one pass over the threads. Each y[i] gets exactly what
+ * kern_matmul_rp would give it. At most KERN_MULTI_MAX matrices. */
+#define KERN_MULTI_MAX 4
+struct kern_mm {
+    const void *w, *rp; /* as kern_matmul_rp */
+    int64_t n_rows;
+    float *y;
+};
+ICA_API void kern_matmul_multi(struct pool *pool, uint32_t wtype, const struct kern_mm *mm, int n,
+                               int64_t n_cols, const float *x, int64_t n_tok, void *scratch);
+
 #endif

@@ -19,6 +19,7 @@
 
 #include <math.h>
 #include <stdatomic.h>
+#include <string.h>
 
 /* Below this many multiply-adds a product runs on the calling thread: a
  * pool round trip costs more than it saves (attention of short contexts). */
@@ -367,6 +368,126 @@ void kern_matmul_rp_level(int level, struct pool *pool, uint32_t wtype, const vo
         pool_run(p, dot_task, &m);
     else
         dot_task(&m, 0, 1);
+}
+
+/* kern_matmul_multi: one task per matrix, chunks numbered across them */
+struct mm_multi {
+    struct mm_task t[KERN_MULTI_MAX];
+    int64_t first[KERN_MULTI_MAX + 1]; /* first chunk of each matrix; first[n] = total */
+    int n;
+    atomic_llong next;
+};
+
+static void multi_task(void *vctx, int ith, int nth) {
+    struct mm_multi *mm = vctx;
+    (void)ith;
+    (void)nth;
+    const struct mm_task *m0 = &mm->t[0];
+    int32_t aux[MM_AUX_MAX];
+    const int32_t *ax = NULL;
+    if (m0->rp && m0->ops->rp_aux) {
+        int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m0->ars ? m0->ars : 1));
+        tb = tb < 4 ? 4 : tb & ~(int64_t)3;
+        if (m0->n_tok <= tb)
+            ax = rp_aux(m0, m0->act, m0->n_tok, aux);
+    }
+    int i = 0;
+    for (;;) {
+        const int64_t c = atomic_fetch_add_explicit(&mm->next, 1, memory_order_relaxed);
+        if (c >= mm->first[mm->n])
+            break;
+        while (c >= mm->first[i + 1])
+            i++;
+        const struct mm_task *m = &mm->t[i];
+        const int64_t a = (c - mm->first[i]) * m->chunk;
+        const int64_t b = a + m->chunk < m->n_rows ? a + m->chunk : m->n_rows;
+        /* aux depends on the activations only: valid for every matrix with
+         * repacked rows (m0 has them iff all do: same type and columns) */
+        dot_rows(m, a, b, 0, m->n_tok, m->rp ? ax : NULL);
+    }
+}
+
+void kern_matmul_multi(struct pool *pool, uint32_t wtype, const struct kern_mm *mm, int n,
+                       int64_t n_cols, const float *x, int64_t n_tok, void *scratch) {
+    const int level = kern_level_current();
+    const struct kern_ops *o = kern_ops_get(level, wtype);
+    if (!o || !o->tr.vec_dot || n <= 0 || n_tok <= 0)
+        return;
+    int64_t rows = 0;
+    bool simple = n <= KERN_MULTI_MAX && sgemm_kind(wtype, 1, n_cols, n_tok) == 0;
+    for (int i = 0; i < n && simple; i++) {
+        rows += mm[i].n_rows;
+        /* every matrix repacked or none (aux), no row-poor one (by tokens) */
+        const bool rp = mm[i].rp && kern_repack_size_level(level, wtype, mm[i].n_rows, n_cols);
+        const bool rp0 = mm[0].rp && kern_repack_size_level(level, wtype, mm[0].n_rows, n_cols);
+        simple =
+            rp == rp0 && mm[i].n_rows > 0 && sgemm_kind(wtype, mm[i].n_rows, n_cols, n_tok) == 0;
+    }
+    const int nth = pool ? pool_size(pool) : 1;
+    if (!simple || nth == 1 ||
+        (double)rows * (double)n_cols * (double)n_tok < MM_MIN_PARALLEL_WORK ||
+        rows < 16 * (int64_t)nth * n) {
+        for (int i = 0; i < n; i++)
+            kern_matmul_rp_level(level, pool, wtype, mm[i].w, mm[i].rp, mm[i].n_rows, n_cols, x,
+                                 n_tok, mm[i].y, scratch);
+        return;
+    }
+    struct mm_multi g;
+    memset(&g, 0, sizeof g);
+    g.n = n;
+    struct mm_task *m = &g.t[0];
+    m->ops = o;
+    m->wtype = wtype;
+    m->n_cols = n_cols;
+    m->n_tok = n_tok;
+    m->x = x;
+    const uint32_t vt = o->tr.vec_dot_type;
+    if (vt == ICA_F32) {
+        m->act = (const char *)x;
+        m->ars = (size_t)n_cols * sizeof(float);
+    } else {
+        m->scratch = scratch;
+        m->ars = ica_dtype_row_size(vt, n_cols);
+        const struct ica_dtype_info *di = ica_dtype_info(vt);
+        m->blk = di->blck;
+        m->blk_bytes = di->type_size;
+        if (n_tok * n_cols >= MM_MIN_PARALLEL_QUANT)
+            pool_run(pool, quant_task, m);
+        else
+            quant_task(m, 0, 1);
+        m->act = scratch;
+    }
+    /* about 8 chunks per thread over all the rows, at least 16 rows */
+    int64_t chunk = (rows / (8 * nth) + 15) & ~(int64_t)15;
+    if (chunk < 16)
+        chunk = 16;
+    for (int i = 0; i < n; i++) {
+        struct mm_task *t = &g.t[i];
+        if (i > 0)
+            *t = (struct mm_task){.ops = o,
+                                  .wtype = wtype,
+                                  .n_cols = n_cols,
+                                  .n_tok = n_tok,
+                                  .x = x,
+                                  .act = m->act,
+                                  .ars = m->ars,
+                                  .scratch = m->scratch,
+                                  .blk = m->blk,
+                                  .blk_bytes = m->blk_bytes};
+        t->w = mm[i].w;
+        t->wrs = ica_dtype_row_size(wtype, n_cols);
+        if (mm[i].rp && kern_repack_size_level(level, wtype, mm[i].n_rows, n_cols)) {
+            t->rp = mm[i].rp;
+            t->rp_tile = o->rp_bytes(n_cols);
+            t->rp_end = mm[i].n_rows / o->rp_rows * o->rp_rows;
+        }
+        t->n_rows = mm[i].n_rows;
+        t->y = mm[i].y;
+        t->chunk = chunk;
+        g.first[i + 1] = g.first[i] + (mm[i].n_rows + chunk - 1) / chunk;
+    }
+    atomic_init(&g.next, 0);
+    pool_run(pool, multi_task, &g);
 }
 
 void kern_matmul(struct pool *pool, uint32_t wtype, const void *w, int64_t n_rows, int64_t n_cols,

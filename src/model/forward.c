@@ -539,6 +539,27 @@ static void matmul_rows(struct model_ctx *c, const struct model_weight *w, int64
     }
 }
 
+/* Products of the same rows x with several matrices (q, k, v; gate, up):
+ * one kern_matmul_multi when they share a type and the single and batched
+ * orders agree, else one matmul_rows each. */
+static void matmul_rows_multi(struct model_ctx *c, const struct model_weight *const *w,
+                              const int64_t *n_rows, float *const *y, int n, int64_t n_cols,
+                              const float *x, uint32_t rows, const uint8_t *order) {
+    bool same = true;
+    for (int i = 0; i < n; i++)
+        same = same && w[i]->type == w[0]->type &&
+               !kern_matmul_orders_differ(w[i]->type, n_rows[i], n_cols);
+    if (!same) {
+        for (int i = 0; i < n; i++)
+            matmul_rows(c, w[i], n_rows[i], n_cols, x, rows, order, y[i]);
+        return;
+    }
+    struct kern_mm mm[KERN_MULTI_MAX];
+    for (int i = 0; i < n; i++)
+        mm[i] = (struct kern_mm){w[i]->data, w[i]->rp, n_rows[i], y[i]};
+    kern_matmul_multi(c->pool, w[0]->type, mm, n, n_cols, x, rows, c->mm_scratch);
+}
+
 struct attn_job {
     struct model_ctx *c;
     const struct model_kv_view *kv;
@@ -1367,9 +1388,12 @@ static void forward_batch(struct model_ctx *c, const struct model_kv_view *views
         const struct model_layer *L = &m->layers[il];
         for (uint32_t t = 0; t < n; t++)
             rms_norm(c->h + t * E, c->x + t * E, L->attn_norm.data, E, hp->rms_eps);
-        matmul_rows(c, &L->wq, QD, E, c->h, n, order, c->q);
-        matmul_rows(c, &L->wk, KD, E, c->h, n, order, c->k);
-        matmul_rows(c, &L->wv, VD, E, c->h, n, order, c->v);
+        {
+            const struct model_weight *w3[3] = {&L->wq, &L->wk, &L->wv};
+            const int64_t r3[3] = {QD, KD, VD};
+            float *const y3[3] = {c->q, c->k, c->v};
+            matmul_rows_multi(c, w3, r3, y3, 3, E, c->h, n, order);
+        }
         add_bias(c->q, &L->bq, QD, n);
         add_bias(c->k, &L->bk, KD, n);
         add_bias(c->v, &L->bv, VD, n);
@@ -1422,8 +1446,10 @@ static void forward_batch(struct model_ctx *c, const struct model_kv_view *views
         for (uint32_t t = 0; t < rows; t++)
             rms_norm(c->h + t * E, c->x + t * E, L->ffn_norm.data, E, hp->rms_eps);
         if (X == 0) {
-            matmul_rows(c, &L->ffn_gate, F, E, c->h, rows, order, c->gate);
-            matmul_rows(c, &L->ffn_up, F, E, c->h, rows, order, c->up);
+            const struct model_weight *w2[2] = {&L->ffn_gate, &L->ffn_up};
+            const int64_t r2[2] = {F, F};
+            float *const y2[2] = {c->gate, c->up};
+            matmul_rows_multi(c, w2, r2, y2, 2, E, c->h, rows, order);
             for (uint32_t t = 0; t < rows; t++)
                 swiglu(c->gate + (size_t)t * F, c->up + (size_t)t * F, F);
             matmul_rows(c, &L->ffn_down, E, F, c->gate, rows, order, c->tmp);

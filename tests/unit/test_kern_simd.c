@@ -712,6 +712,73 @@ static void test_matmul_repacked(void **state) {
     pool_free(pools[2]);
 }
 
+/* kern_matmul_multi: three matrices of one type against the same
+ * activations give each exactly kern_matmul_ref's result, with and without
+ * repacked copies and threads, for token counts on both sides of the
+ * parallel rounding threshold. */
+static void test_matmul_multi(void **state) {
+    (void)state;
+    struct pool *pools[3] = {NULL, pool_new(2, NULL), pool_new(3, NULL)};
+    assert_non_null(pools[1]);
+    assert_non_null(pools[2]);
+    const uint32_t types[] = {ICA_Q4_0, ICA_Q4_K, ICA_Q8_0, ICA_Q6_K, ICA_F16, ICA_F32};
+    const int64_t rows[3] = {160, 64, 131};
+    const int64_t tok_l[] = {1, 3, 8, 13, 40};
+    int tested = 0;
+    for (size_t ti = 0; ti < sizeof types / sizeof types[0]; ti++) {
+        const uint32_t t = types[ti];
+        const int64_t cols = blck(t) * (t == ICA_Q4_0 || t == ICA_Q8_0 ? 64 : 8);
+        void *w[3], *rp[3];
+        for (int i = 0; i < 3; i++) {
+            g_rng = 9100 + ti * 7 + (size_t)i;
+            w[i] = make_weights(t, rows[i], cols, i);
+            const size_t rs = kern_repack_size(t, rows[i], cols);
+            rp[i] = rs ? malloc(rs) : NULL;
+            if (rp[i])
+                kern_repack(t, w[i], rows[i], cols, rp[i]);
+        }
+        for (size_t ki = 0; ki < sizeof tok_l / sizeof tok_l[0]; ki++) {
+            const int64_t nt = tok_l[ki];
+            float *x = malloc((size_t)(nt * cols) * sizeof *x);
+            fill_x(x, nt * cols, (int)ki);
+            void *sc = malloc(kern_matmul_scratch_size(t, cols, nt) + 64);
+            float *yr[3], *yg[3];
+            for (int i = 0; i < 3; i++) {
+                yr[i] = malloc((size_t)(nt * rows[i]) * sizeof(float));
+                yg[i] = malloc((size_t)(nt * rows[i]) * sizeof(float));
+                kern_matmul_ref(t, w[i], rows[i], cols, x, nt, yr[i], sc);
+            }
+            for (int p = 0; p < 3; p++)
+                for (int with_rp = 0; with_rp < 2; with_rp++) {
+                    struct kern_mm mm[3];
+                    for (int i = 0; i < 3; i++) {
+                        memset(yg[i], 0xff, (size_t)(nt * rows[i]) * sizeof(float));
+                        mm[i] = (struct kern_mm){w[i], with_rp ? rp[i] : NULL, rows[i], yg[i]};
+                    }
+                    kern_matmul_multi(pools[p], t, mm, 3, cols, x, nt, sc);
+                    for (int i = 0; i < 3; i++)
+                        if (memcmp(yr[i], yg[i], (size_t)(nt * rows[i]) * sizeof(float)) != 0)
+                            fail_msg("multi %s matrix %d tok %lld pool %d repacked %d",
+                                     ica_dtype_info(t)->name, i, (long long)nt, p, with_rp);
+                    tested++;
+                }
+            for (int i = 0; i < 3; i++) {
+                free(yr[i]);
+                free(yg[i]);
+            }
+            free(x);
+            free(sc);
+        }
+        for (int i = 0; i < 3; i++) {
+            free(w[i]);
+            free(rp[i]);
+        }
+    }
+    printf("multi products checked: %d\n", tested);
+    pool_free(pools[1]);
+    pool_free(pools[2]);
+}
+
 int main(void) {
     // clang-format off
     const struct CMUnitTest tests[] = {
@@ -723,6 +790,7 @@ int main(void) {
         cmocka_unit_test(test_quant_edges),
         cmocka_unit_test(test_matmul_levels),
         cmocka_unit_test(test_matmul_repacked),
+        cmocka_unit_test(test_matmul_multi),
     };
     // clang-format on
     return cmocka_run_group_tests(tests, NULL, NULL);
