@@ -8,7 +8,7 @@ struct local_options {
     const char *model_path;
     uint32_t n_ctx;               /* 0 = the model's training context, capped at 8192 */
     uint32_t n_batch;             /* 0 = 512 */
-    uint32_t kv_type;             /* ICA_F32 (default) or ICA_F16 */
+    uint32_t kv_type;             /* ICA_F16 (default) or ICA_F32 */
     int n_threads;                /* <= 0 = default */
     const char *chat_template;    /* for chat requests: a template name, a file, or NULL = from
                                      the model's tokenizer.chat_template */

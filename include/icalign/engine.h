@@ -76,7 +76,7 @@ struct engine_params {
     uint32_t n_ctx;        /* positions per sequence at most (0 = training context, <= 8192) */
     uint32_t n_batch;      /* tokens per forward pass (0 = 512) */
     uint32_t n_seq_max;    /* sequences running at once (0 = 8) */
-    uint32_t kv_type;      /* ICA_F32 (default) or ICA_F16 */
+    uint32_t kv_type;      /* ICA_F16 (default) or ICA_F32 */
     size_t kv_mem;         /* KV budget in bytes (0 = n_seq_max full contexts) */
     uint32_t block_tokens; /* positions per KV block (0 = 32) */
     int n_threads;         /* <= 0: one per CPU */

@@ -28,7 +28,7 @@ struct local {
 struct local_options local_default_options(void) {
     struct local_options o;
     memset(&o, 0, sizeof o);
-    o.kv_type = ICA_F32;
+    o.kv_type = ICA_F16;
     return o;
 }
 
@@ -303,7 +303,7 @@ int local_backend_new(const struct local_options *o, struct backend **out, struc
         struct engine_params ep = engine_default_params();
         ep.n_ctx = o->n_ctx;
         ep.n_batch = o->n_batch;
-        ep.kv_type = o->kv_type ? o->kv_type : ICA_F32;
+        ep.kv_type = o->kv_type;
         ep.n_threads = o->n_threads;
         ep.n_seq_max = o->n_parallel;
         ep.kv_mem = o->kv_mem;

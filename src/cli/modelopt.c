@@ -7,7 +7,7 @@
 
 void cli_model_opts_init(struct cli_model_opts *o) {
     memset(o, 0, sizeof *o);
-    o->kv_type = ICA_F32;
+    o->kv_type = ICA_F16;
     o->n_batch = 512;
 }
 
@@ -15,7 +15,8 @@ const char *cli_model_opts_help(void) {
     return "  -m, --model PATH       GGUF model file\n"
            "  -c, --ctx N            context size in tokens (default: the model's training\n"
            "                         context, capped at 4096)\n"
-           "      --kv-type T        KV cache type: f32 or f16 (default f32)\n"
+           "      --kv-type T        KV cache type: f16 or f32 (default f16; f32 = the\n"
+           "                         llama.cpp reference runs of ../shared/fixtures)\n"
            "      --batch N          tokens per forward pass when reading a prompt (512)\n"
            "  -t, --threads N        threads (default: all cores)\n";
 }

@@ -66,7 +66,7 @@ struct engine {
 struct engine_params engine_default_params(void) {
     struct engine_params p;
     memset(&p, 0, sizeof p);
-    p.kv_type = ICA_F32;
+    p.kv_type = ICA_F16;
     return p;
 }
 

@@ -43,6 +43,13 @@ struct attn_ws {
     float *gkq; /* [seq][gmax][n_ctx] scores, then (rounded) probabilities */
     float *gl;  /* [seq][gmax][4][head_dim_v] four lanes' sums of V^T p */
     float *gs;  /* [seq][gmax][16][head_dim_v] the lanes' first reduction step */
+    /* F16 caches: rows converted to F32 once for every sequence that shares
+     * them (the conversion is exact, so the F32 kernels give the same bits) */
+    float *ck;           /* [64][head_dim] one round of keys */
+    const uint8_t **cks; /* [64] their source rows */
+    float *cv;           /* [n_ctx / 64 + 1][head_dim_v] one lane's value rows */
+    const uint8_t **cvs; /* [n_ctx / 64 + 1] their source rows */
+    const uint8_t **cvp; /* [n_ctx] row pointers handed to the kernels */
 };
 
 /* The single-token KQV keeps the F32/F16 vec_dot's 64 lanes (4 accumulators
@@ -211,8 +218,14 @@ int model_ctx_new(const struct model *m, const struct model_ctx_params *p, struc
             w->gkq = malloc(GS * C * sizeof(float));
             w->gl = malloc(GS * 4 * hp->head_dim_v * sizeof(float));
             w->gs = malloc(GS * 16 * hp->head_dim_v * sizeof(float));
+            w->ck = malloc(64 * hp->head_dim * sizeof(float));
+            w->cks = calloc(64, sizeof *w->cks);
+            w->cv = malloc((C / 64 + 1) * hp->head_dim_v * sizeof(float));
+            w->cvs = calloc(C / 64 + 1, sizeof *w->cvs);
+            w->cvp = calloc(C, sizeof *w->cvp);
             ws_ok = w->kh && w->vt && w->qh && w->kq && w->oh && w->scratch && w->qr && w->qf &&
-                    w->pr && w->pf && w->lanes && w->gq && w->gkq && w->gl && w->gs;
+                    w->pr && w->pf && w->lanes && w->gq && w->gkq && w->gl && w->gs && w->ck &&
+                    w->cks && w->cv && w->cvs && w->cvp;
         }
     }
     if ((!p->no_own_cache && (!c->k_cache || !c->v_cache)) || !c->x || !c->h || !c->q || !c->k ||
@@ -253,6 +266,11 @@ void model_ctx_free(struct model_ctx *c) {
         free(c->ws[t].gkq);
         free(c->ws[t].gl);
         free(c->ws[t].gs);
+        free(c->ws[t].ck);
+        free((void *)c->ws[t].cks);
+        free(c->ws[t].cv);
+        free((void *)c->ws[t].cvs);
+        free((void *)c->ws[t].cvp);
     }
     free((void *)c->kp);
     free((void *)c->vp);
@@ -1079,6 +1097,28 @@ struct attn_group {
  * round of keys, and every lane's value rows, is taken by all the
  * sequences while it is in L1, so the rows of a shared prefix are read
  * from memory once per step instead of once per sequence. */
+/* n F16 values (n % 16 == 0) to floats: exact */
+ATT_TGT static inline void f16_row_avx512(const uint8_t *src, float *dst, uint32_t n) {
+    for (uint32_t i = 0; i < n; i += 16)
+        _mm512_storeu_ps(dst + i, _mm512_cvtph_ps(_mm256_loadu_si256(
+                                      (const __m256i *)((const uint16_t *)src + i))));
+}
+
+/* x rounded to F16 (to nearest even, as the F16 from_float) and back, in
+ * place: what a product with an F16 operand sees of it */
+ATT_TGT static inline void f16_round_avx512(float *x, uint32_t n) {
+    uint32_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i),
+                                                                _MM_FROUND_TO_NEAREST_INT)));
+    if (i < n) {
+        const __mmask16 k = (__mmask16)((1u << (n - i)) - 1);
+        _mm512_mask_storeu_ps(x + i, k,
+                              _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_maskz_loadu_ps(k, x + i),
+                                                              _MM_FROUND_TO_NEAREST_INT)));
+    }
+}
+
 ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct attn_ws *w,
                                            uint32_t hb, uint32_t he) {
     struct model_ctx *c = g->job[0].c;
@@ -1089,7 +1129,6 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
     const uint32_t gmax = group < ATT_GROUP_MAX ? group : ATT_GROUP_MAX;
     const float scale = 1.0f / sqrtf((float)hd);
     const bool f16 = c->kv_type == ICA_F16;
-    const struct kern_traits *tr = kern_get_traits(c->kv_type);
     const uint32_t kvh = hb / group, nh = he - hb, ns = g->n;
     const size_t koff = (size_t)kvh * hd * es, voff = (size_t)kvh * hdv * es;
     /* queries rounded to the cache type, as floats */
@@ -1100,29 +1139,47 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
         for (uint32_t i = 0; i < nh; i++) {
             const float *q = qt + (size_t)(hb + i) * hd;
             float *dst = w->gq + ((size_t)s * gmax + i) * hd;
-            if (f16) {
-                tr->from_float(q, w->qr, hd);
-                tr->to_float(w->qr, dst, hd);
-            } else {
-                memcpy(dst, q, hd * sizeof(float));
-            }
+            memcpy(dst, q, hd * sizeof(float));
+            if (f16)
+                f16_round_avx512(dst, hd);
         }
         if (a->pos0 + 1 > max_keys)
             max_keys = a->pos0 + 1;
     }
     /* KQ, 64 keys at a time for every sequence that has them */
-    for (uint32_t ja = 0; ja < max_keys; ja += 64)
+    for (uint32_t ja = 0; ja < max_keys; ja += 64) {
+        uint32_t conv_n = 0; /* keys of this round in w->ck */
         for (uint32_t s = 0; s < ns; s++) {
             const struct attn_job *a = &g->job[s];
             const uint32_t nk = a->pos0 + 1;
             if (ja >= nk)
                 continue;
+            const uint32_t jb = ja + 64 < nk ? ja + 64 : nk;
             const float *qf[ATT_GROUP_MAX];
             for (uint32_t i = 0; i < nh; i++)
                 qf[i] = w->gq + ((size_t)s * gmax + i) * hd;
-            kq_keys_avx512(a->kp, koff, f16, hd, ja, ja + 64 < nk ? ja + 64 : nk, qf, nh,
-                           w->gkq + (size_t)s * gmax * C, C);
+            if (!f16) {
+                kq_keys_avx512(a->kp, koff, false, hd, ja, jb, qf, nh,
+                               w->gkq + (size_t)s * gmax * C, C);
+                continue;
+            }
+            bool same = conv_n >= jb - ja;
+            for (uint32_t j = ja; same && j < jb; j++)
+                same = w->cks[j - ja] == a->kp[j];
+            if (!same) {
+                for (uint32_t j = ja; j < jb; j++) {
+                    w->cks[j - ja] = a->kp[j];
+                    f16_row_avx512(a->kp[j] + koff, w->ck + (size_t)(j - ja) * hd, hd);
+                }
+                conv_n = jb - ja;
+            }
+            const uint8_t *rows[64];
+            for (uint32_t j = 0; j < jb - ja; j++)
+                rows[j] = (const uint8_t *)(w->ck + (size_t)j * hd);
+            kq_keys_avx512(rows, 0, false, hd, 0, jb - ja, qf, nh,
+                           w->gkq + (size_t)s * gmax * C + ja, C);
         }
+    }
     /* scale, causal mask, softmax; the product rounds the probabilities to
      * the cache type */
     for (uint32_t s = 0; s < ns; s++) {
@@ -1132,10 +1189,8 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
             for (uint32_t j = 0; j < a->n_kv; j++)
                 row[j] = j <= a->pos0 ? row[j] * scale : -INFINITY;
             softmax(row, row, a->n_kv);
-            if (f16) {
-                tr->from_float(row, w->pr, a->n_kv);
-                tr->to_float(w->pr, row, a->n_kv);
-            }
+            if (f16)
+                f16_round_avx512(row, a->n_kv);
         }
     }
     /* KQV: lanes l, l + 32, l + 16, l + 48 for every sequence and head, then
@@ -1144,9 +1199,33 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
     for (uint32_t l = 0; l < 16; l++) {
         for (uint32_t qn = 0; qn < 4; qn++) {
             const uint32_t L = l + lane_off[qn];
+            uint32_t conv_n = 0; /* rows L, L + 64, ... in w->cv */
             for (uint32_t s = 0; s < ns; s++) {
                 const struct attn_job *a = &g->job[s];
                 const uint32_t used = a->pos0 + 1, n64 = a->n_kv & ~(uint32_t)(ATT_LANES - 1);
+                const uint8_t *const *vrows = a->vp;
+                size_t vo = voff;
+                if (f16) {
+                    /* this sequence's rows of lane L (the cells past `used`
+                     * are zeros the kernel makes itself) */
+                    const uint32_t end = used < n64 ? used : n64;
+                    const uint32_t nr = end > L ? (end - L + ATT_LANES - 1) / ATT_LANES : 0;
+                    bool same = conv_n >= nr;
+                    for (uint32_t k = 0; same && k < nr; k++)
+                        same = w->cvs[k] == a->vp[L + k * ATT_LANES];
+                    if (!same) {
+                        for (uint32_t k = 0; k < nr; k++) {
+                            const uint8_t *src = a->vp[L + k * ATT_LANES];
+                            w->cvs[k] = src;
+                            f16_row_avx512(src + voff, w->cv + (size_t)k * hdv, hdv);
+                        }
+                        conv_n = nr;
+                    }
+                    for (uint32_t k = 0; k < nr; k++)
+                        w->cvp[L + k * ATT_LANES] = (const uint8_t *)(w->cv + (size_t)k * hdv);
+                    vrows = w->cvp;
+                    vo = 0;
+                }
                 for (uint32_t i0 = 0; i0 < nh; i0 += ATT_HEADS) {
                     const int nhh = nh - i0 < ATT_HEADS ? (int)(nh - i0) : ATT_HEADS;
                     const float *p[ATT_HEADS];
@@ -1157,7 +1236,7 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
                         dst[h] = w->gl + (r * 4 + qn) * hdv;
                     }
                     for (uint32_t d0 = 0; d0 < hdv; d0 += 64)
-                        kqv_lane_any_avx512(a->vp, voff, f16, used, n64, d0, p, nhh,
+                        kqv_lane_any_avx512(vrows, vo, false, used, n64, d0, p, nhh,
                                             hdv - d0 >= 64 ? 4 : (int)(hdv - d0) / 16, L, dst);
                 }
             }

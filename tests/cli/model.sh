@@ -21,7 +21,7 @@ out=$("$bin" info -m "$st") && echo "$out" | grep -q "architecture:  llama" &&
 
 # logits of the P1 prompt equal the reference file within 1e-3
 ids=$(python3 -c "import json;print(','.join(map(str,json.load(open('$fx/stories260K/stories260K.p1.json'))['prompt_ids'])))")
-"$bin" logits -m "$st" --ids "$ids" -o "$tmp/l.f32" 2>/dev/null && python3 - "$tmp/l.f32" "$fx/stories260K/stories260K.p1.logits.f32" <<'PY' && ok "logits --ids" || bad "logits --ids"
+"$bin" logits -m "$st" --kv-type f32 --ids "$ids" -o "$tmp/l.f32" 2>/dev/null && python3 - "$tmp/l.f32" "$fx/stories260K/stories260K.p1.logits.f32" <<'PY' && ok "logits --ids" || bad "logits --ids"
 import sys, array
 a = array.array('f'); a.frombytes(open(sys.argv[1], 'rb').read())
 b = array.array('f'); b.frombytes(open(sys.argv[2], 'rb').read())
@@ -33,12 +33,12 @@ PY
 
 # -p tokenizes like llama.cpp: same logits as the reference prompt
 prompt=$(python3 -c "import json;print(json.load(open('$fx/stories260K/stories260K.p1.json'))['prompt'])")
-"$bin" logits -m "$st" -p "$prompt" -o "$tmp/p.f32" 2>/dev/null && cmp -s "$tmp/p.f32" "$tmp/l.f32" &&
+"$bin" logits -m "$st" --kv-type f32 -p "$prompt" -o "$tmp/p.f32" 2>/dev/null && cmp -s "$tmp/p.f32" "$tmp/l.f32" &&
   ok "logits -p equals --ids" || bad "logits -p"
 
 # greedy continuation of "Once upon a time" equals llama.cpp's 64 tokens
 want=$(python3 -c "import json;print(','.join(map(str,json.load(open('$fx/stories260K/stories260K.once.json'))['greedy_ids'])))")
-got=$("$bin" generate -m "$st" -p "Once upon a time" -n 64 --ignore-eos --print-ids -q | sed -n 's/^ids: //p')
+got=$("$bin" generate -m "$st" --kv-type f32 -p "Once upon a time" -n 64 --ignore-eos --print-ids -q | sed -n 's/^ids: //p')
 [ "$got" = "$want" ] && ok "generate greedy ids" || bad "generate: got $got want $want"
 
 # stop strings cut the text before the match

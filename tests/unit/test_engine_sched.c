@@ -81,6 +81,7 @@ static void alone(const struct model *m, const struct tok_vocab *v, struct outco
     for (int r = 0; r < NREQ; r++) {
         struct model_ctx_params cp = model_ctx_default_params();
         cp.n_ctx = 128;
+        cp.kv_type = engine_default_params().kv_type; /* F16 */
         struct model_ctx *c;
         assert_int_equal(model_ctx_new(m, &cp, &c, &err), ICA_OK);
         int32_t p[PREFIX + 16];
@@ -174,7 +175,7 @@ static void run_model(const char *path) {
     kc.head_dim = (int)hp->head_dim;
     kc.head_dim_v = (int)hp->head_dim_v;
     kc.block_tokens = 8;
-    kc.elem_type = ICA_F32;
+    kc.elem_type = ep.kv_type; /* the engine's default, F16 */
     ep.n_ctx = 64;
     ep.n_seq_max = 3;
     ep.kv_mem = kv_block_bytes(&kc) * (64 / 8 + 3) - 1; /* one full sequence + COW slack */
