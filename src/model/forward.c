@@ -755,11 +755,82 @@ kqv_lanes_block_avx512(const uint8_t *const *vp, size_t voff, bool f16, uint32_t
     }
 }
 
-/* kqv_lane_avx512 for any nh <= ATT_HEADS and nv <= 4, specialised. */
-ATT_TGT static void kqv_lane_any_avx512(const uint8_t *const *vp, size_t voff, bool f16,
-                                        uint32_t used, uint32_t n64, uint32_t d0,
-                                        const float *const *p, int nh, int nv, uint32_t L,
-                                        float *const *dst) {
+/* kqv_lane_avx512 for 4 heads and 64 columns of F32 rows, written out so
+ * that the 16 accumulators stay in registers (the generic one spills). */
+ATT_TGT __attribute__((noinline)) static void
+kqv_lane44_avx512(const uint8_t *const *vp, size_t voff, uint32_t used, uint32_t n64, uint32_t d0,
+                  const float *const *p, uint32_t L, float *const *dst) {
+    const float *p0 = p[0], *p1 = p[1], *p2 = p[2], *p3 = p[3];
+    __m512 a00 = _mm512_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
+    __m512 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
+    __m512 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
+    __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
+    const uint32_t end = used < n64 ? used : n64;
+    uint32_t j = L;
+#define KQV44_STEP(V0, V1, V2, V3)                                                                 \
+    do {                                                                                           \
+        __m512 b = _mm512_set1_ps(p0[j]);                                                          \
+        a00 = _mm512_fmadd_ps(V0, b, a00);                                                         \
+        a01 = _mm512_fmadd_ps(V1, b, a01);                                                         \
+        a02 = _mm512_fmadd_ps(V2, b, a02);                                                         \
+        a03 = _mm512_fmadd_ps(V3, b, a03);                                                         \
+        b = _mm512_set1_ps(p1[j]);                                                                 \
+        a10 = _mm512_fmadd_ps(V0, b, a10);                                                         \
+        a11 = _mm512_fmadd_ps(V1, b, a11);                                                         \
+        a12 = _mm512_fmadd_ps(V2, b, a12);                                                         \
+        a13 = _mm512_fmadd_ps(V3, b, a13);                                                         \
+        b = _mm512_set1_ps(p2[j]);                                                                 \
+        a20 = _mm512_fmadd_ps(V0, b, a20);                                                         \
+        a21 = _mm512_fmadd_ps(V1, b, a21);                                                         \
+        a22 = _mm512_fmadd_ps(V2, b, a22);                                                         \
+        a23 = _mm512_fmadd_ps(V3, b, a23);                                                         \
+        b = _mm512_set1_ps(p3[j]);                                                                 \
+        a30 = _mm512_fmadd_ps(V0, b, a30);                                                         \
+        a31 = _mm512_fmadd_ps(V1, b, a31);                                                         \
+        a32 = _mm512_fmadd_ps(V2, b, a32);                                                         \
+        a33 = _mm512_fmadd_ps(V3, b, a33);                                                         \
+    } while (0)
+    for (; j < end; j += ATT_LANES) {
+        const float *r = (const float *)(vp[j] + voff) + d0;
+        if (j + ATT_LANES < end) {
+            /* the next row is 64 positions on: the prefetchers do not see it */
+            const char *nx = (const char *)((const float *)(vp[j + ATT_LANES] + voff) + d0);
+            for (int c = 0; c < 256; c += 64)
+                _mm_prefetch(nx + c, _MM_HINT_T0);
+        }
+        const __m512 v0 = _mm512_loadu_ps(r), v1 = _mm512_loadu_ps(r + 16);
+        const __m512 v2 = _mm512_loadu_ps(r + 32), v3 = _mm512_loadu_ps(r + 48);
+        KQV44_STEP(v0, v1, v2, v3);
+    }
+    /* cells past the used ones: zero rows, as the padded window has */
+    const __m512 z = _mm512_setzero_ps();
+    for (; j < n64; j += ATT_LANES)
+        KQV44_STEP(z, z, z, z);
+#undef KQV44_STEP
+    _mm512_storeu_ps(dst[0] + d0, a00);
+    _mm512_storeu_ps(dst[0] + d0 + 16, a01);
+    _mm512_storeu_ps(dst[0] + d0 + 32, a02);
+    _mm512_storeu_ps(dst[0] + d0 + 48, a03);
+    _mm512_storeu_ps(dst[1] + d0, a10);
+    _mm512_storeu_ps(dst[1] + d0 + 16, a11);
+    _mm512_storeu_ps(dst[1] + d0 + 32, a12);
+    _mm512_storeu_ps(dst[1] + d0 + 48, a13);
+    _mm512_storeu_ps(dst[2] + d0, a20);
+    _mm512_storeu_ps(dst[2] + d0 + 16, a21);
+    _mm512_storeu_ps(dst[2] + d0 + 32, a22);
+    _mm512_storeu_ps(dst[2] + d0 + 48, a23);
+    _mm512_storeu_ps(dst[3] + d0, a30);
+    _mm512_storeu_ps(dst[3] + d0 + 16, a31);
+    _mm512_storeu_ps(dst[3] + d0 + 32, a32);
+    _mm512_storeu_ps(dst[3] + d0 + 48, a33);
+}
+
+/* kqv_lane_avx512 for any nh <= ATT_HEADS and nv <= 4, specialised (not
+ * inlined: its 16 accumulators need the register file to themselves). */
+ATT_TGT __attribute__((noinline)) static void
+kqv_lane_any_avx512(const uint8_t *const *vp, size_t voff, bool f16, uint32_t used, uint32_t n64,
+                    uint32_t d0, const float *const *p, int nh, int nv, uint32_t L,
+                    float *const *dst) {
 #define KQV_LANE(NH, NV) kqv_lane_avx512(vp, voff, f16, used, n64, d0, p, NH, NV, L, dst)
 #define KQV_LANE_NV(NH)                                                                            \
     do {                                                                                           \
@@ -1235,9 +1306,14 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
                         p[h] = w->gkq + r * C;
                         dst[h] = w->gl + (r * 4 + qn) * hdv;
                     }
-                    for (uint32_t d0 = 0; d0 < hdv; d0 += 64)
-                        kqv_lane_any_avx512(vrows, vo, false, used, n64, d0, p, nhh,
-                                            hdv - d0 >= 64 ? 4 : (int)(hdv - d0) / 16, L, dst);
+                    for (uint32_t d0 = 0; d0 < hdv; d0 += 64) {
+                        const int nv = hdv - d0 >= 64 ? 4 : (int)(hdv - d0) / 16;
+                        if (nhh == 4 && nv == 4)
+                            kqv_lane44_avx512(vrows, vo, used, n64, d0, p, L, dst);
+                        else
+                            kqv_lane_any_avx512(vrows, vo, false, used, n64, d0, p, nhh, nv, L,
+                                                dst);
+                    }
                 }
             }
         }
