@@ -182,6 +182,10 @@ ICA_API size_t kv_seq_writable_from(const struct kv_seq *s);
 ICA_API void *kv_seq_k(struct kv_seq *s, int layer, size_t pos);
 ICA_API void *kv_seq_v(struct kv_seq *s, int layer, size_t pos);
 ICA_API size_t kv_seq_row_stride(const struct kv_seq *s);
+/* kv_seq_k and kv_seq_v of positions [0, n) of a layer into k[] and v[]
+ * (n <= kv_seq_len; a block at a time, no division per position). */
+ICA_API void kv_seq_rows(const struct kv_seq *s, int layer, size_t n, const uint8_t **k,
+                         const uint8_t **v);
 ICA_API size_t kv_seq_row_stride_v(const struct kv_seq *s);
 
 /* ==== Persistence ==== */

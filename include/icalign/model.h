@@ -102,6 +102,9 @@ struct model_kv_view {
     void *(*k)(void *ud, uint32_t il, uint32_t pos);
     void *(*v)(void *ud, uint32_t il, uint32_t pos);
     void *ud;
+    /* optional (NULL: k and v per position): the rows of positions [0, n)
+     * of layer il at once, k[pos] and v[pos] as k() and v() would give */
+    void (*rows)(void *ud, uint32_t il, uint32_t n, const uint8_t **k, const uint8_t **v);
 };
 
 /* A batch: the tokens of one sequence are contiguous with consecutive

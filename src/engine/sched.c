@@ -78,6 +78,10 @@ static void *view_v(void *ud, uint32_t il, uint32_t pos) {
     return kv_seq_v(((struct eng_seq *)ud)->kv, (int)il, pos);
 }
 
+static void view_rows(void *ud, uint32_t il, uint32_t n, const uint8_t **k, const uint8_t **v) {
+    kv_seq_rows(((struct eng_seq *)ud)->kv, (int)il, n, k, v);
+}
+
 int engine_new(const struct model *m, const struct tok_vocab *vocab, const struct engine_params *p,
                struct engine **out, struct ica_error *err) {
     *out = NULL;
@@ -563,7 +567,7 @@ int engine_step(struct engine *e, struct ica_error *err) {
                 i--;
                 continue;
             }
-            e->views[nv] = (struct model_kv_view){view_k, view_v, s};
+            e->views[nv] = (struct model_kv_view){view_k, view_v, s, view_rows};
             e->vseq[nv] = s;
             for (uint32_t k = 0; k < cnt; k++, n++) {
                 e->b_tok[n] = s->toks[s->n_done + k];

@@ -722,6 +722,23 @@ void *kv_seq_v(struct kv_seq *s, int layer, size_t pos) {
     return s->tab[pos / c->B]->data + c->v_off + slot * c->vdim * c->esz;
 }
 
+void kv_seq_rows(const struct kv_seq *s, int layer, size_t n, const uint8_t **k,
+                 const uint8_t **v) {
+    if (!s || layer < 0 || layer >= s->c->cfg.n_layer || n > s->len)
+        return;
+    const struct kv_cache *c = s->c;
+    const size_t kr = c->kdim * c->esz, vr = c->vdim * c->esz, B = c->B;
+    for (size_t b0 = 0; b0 < n; b0 += B) {
+        const uint8_t *d = s->tab[b0 / B]->data;
+        const uint8_t *kb = d + (size_t)layer * B * kr, *vb = d + c->v_off + (size_t)layer * B * vr;
+        const size_t m = n - b0 < B ? n - b0 : B;
+        for (size_t i = 0; i < m; i++) {
+            k[b0 + i] = kb + i * kr;
+            v[b0 + i] = vb + i * vr;
+        }
+    }
+}
+
 size_t kv_seq_row_stride(const struct kv_seq *s) {
     return s ? s->c->kdim : 0;
 }

@@ -978,7 +978,12 @@ kq_keys_impl_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd
                     uint32_t n_keys, const float *const *qs, uint32_t nh, float *scores,
                     size_t stride) {
     const __m512i perm = _mm512_set_epi32(15, 11, 7, 3, 14, 10, 6, 2, 13, 9, 5, 1, 12, 8, 4, 0);
-    for (uint32_t j0 = j_from; j0 < n_keys; j0 += 16)
+    for (uint32_t j0 = j_from; j0 < n_keys; j0 += 16) {
+        /* the next round's rows, while this one is computed */
+        const uint32_t pe = j0 + 32 < n_keys ? j0 + 32 : n_keys;
+        for (uint32_t j = j0 + 16; j < pe; j++)
+            for (uint32_t c = 0; c < hd * (f16 ? 2 : 4); c += 64)
+                _mm_prefetch((const char *)(kp[j] + koff) + c, _MM_HINT_T0);
         for (uint32_t h = 0; h < nh; h++) {
             const float *q = qs[h];
             float *out = scores + h * stride;
@@ -1011,6 +1016,7 @@ kq_keys_impl_avx512(const uint8_t *const *kp, size_t koff, bool f16, uint32_t hd
                 memcpy(out + j0, tmp, (n_keys - j0) * sizeof(float));
             }
         }
+    }
 }
 
 /* kq_keys_impl_avx512 compiled for the common head sizes (constant trip
@@ -1438,9 +1444,13 @@ static void attention_seq(struct model_ctx *c, const struct model_kv_view *kv, u
         attention_flush(c, g); /* its row tables are reused below */
     const uint32_t slot = lanes ? g->n : 0;
     const uint8_t **kp = c->kp + (size_t)slot * c->n_ctx, **vp = c->vp + (size_t)slot * c->n_ctx;
-    for (uint32_t j = 0; j < used; j++) {
-        kp[j] = kv->k(kv->ud, il, j);
-        vp[j] = kv->v(kv->ud, il, j);
+    if (kv->rows) {
+        kv->rows(kv->ud, il, used, kp, vp);
+    } else {
+        for (uint32_t j = 0; j < used; j++) {
+            kp[j] = kv->k(kv->ud, il, j);
+            vp[j] = kv->v(kv->ud, il, j);
+        }
     }
     struct attn_job a = {c, kv, il, t0, t1, pos0, n_kv, order, lanes, kp, vp};
     if (!lanes) {
@@ -1680,7 +1690,7 @@ int model_eval(struct model_ctx *c, const int32_t *tokens, uint32_t n, float *lo
                               tokens[i], i, hp->n_vocab - 1);
     if (!c->k_cache)
         return ica_seterr(err, ICA_ERR_ARG, "this context has no cache of its own (n_ctx 0)");
-    const struct model_kv_view view = {own_k, own_v, c};
+    const struct model_kv_view view = {own_k, own_v, c, NULL};
     for (uint32_t done = 0; done < n;) {
         const uint32_t nb = n - done < c->n_batch ? n - done : c->n_batch;
         const bool last_chunk = done + nb == n;

@@ -107,6 +107,22 @@ static void test_shared_prefix(void **state) {
     assert_int_equal(kvt_check(u, &cfg, a, 0, 10), 10);
     assert_int_equal(kvt_check(v, &cfg, a, 0, 4), 4);
     assert_int_equal(st.tokens_hit, 23);
+    /* kv_seq_rows: every layer's rows as kv_seq_k/kv_seq_v give them, whole
+     * and partial blocks, shared and copied ones */
+    for (int layer = 0; layer < cfg.n_layer; layer++)
+        for (size_t n = 0; n <= 12; n += 5) {
+            const uint8_t *kr[12], *vr[12];
+            kv_seq_rows(t, layer, n, kr, vr);
+            for (size_t p = 0; p < n; p++) {
+                assert_ptr_equal(kr[p], kv_seq_k(t, layer, p));
+                assert_ptr_equal(vr[p], kv_seq_v(t, layer, p));
+            }
+            kv_seq_rows(u, layer, n < 10 ? n : 10, kr, vr);
+            for (size_t p = 0; p < (n < 10 ? n : 10); p++) {
+                assert_ptr_equal(kr[p], kv_seq_k(u, layer, p));
+                assert_ptr_equal(vr[p], kv_seq_v(u, layer, p));
+            }
+        }
     kv_seq_free(t);
     kv_seq_free(u);
     kv_seq_free(v);

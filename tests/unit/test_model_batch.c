@@ -60,7 +60,7 @@ static void run(struct model_ctx *ctx, const struct model_hparams *hp, int mode,
     struct model_kv_view views[NSEQ];
     for (int s = 0; s < NSEQ; s++) {
         cache_init(&caches[s], hp, 64);
-        views[s] = (struct model_kv_view){ck, cv, &caches[s]};
+        views[s] = (struct model_kv_view){ck, cv, &caches[s], NULL};
     }
     int32_t toks[NSEQ * PROMPT];
     uint32_t seq[NSEQ * PROMPT], pos[NSEQ * PROMPT];
@@ -216,7 +216,7 @@ static void test_bad_batches(void **state) {
     assert_int_equal(model_ctx_new(m, &cp, &ctx, &err), ICA_OK);
     struct cache c;
     cache_init(&c, model_get_hparams(m), 16);
-    struct model_kv_view v = {ck, cv, &c};
+    struct model_kv_view v = {ck, cv, &c, NULL};
     float out[2 * 300];
     int32_t toks[2] = {1, 2};
     uint32_t seq[2] = {0, 0}, pos[2] = {0, 2};
@@ -363,7 +363,7 @@ static void check_group_decode(uint32_t kv_type) {
     struct model_kv_view views[GSEQ + 1];
     for (uint32_t s = 0; s <= GSEQ; s++) {
         pc[s] = (struct pcache){calloc(1, kbytes), calloc(1, vbytes), sk, sv, 0, GCTX, krow, vrow};
-        views[s] = (struct model_kv_view){pk, pv, &pc[s]};
+        views[s] = (struct model_kv_view){pk, pv, &pc[s], NULL};
     }
     /* view GSEQ writes the shared prefix */
     pc[GSEQ].k = sk;
