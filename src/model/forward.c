@@ -1245,6 +1245,9 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
                 same = w->cks[j - ja] == a->kp[j];
             if (!same) {
                 for (uint32_t j = ja; j < jb; j++) {
+                    if (j + 64 < nk) /* the next round's row: first touch of the cache */
+                        for (uint32_t o = 0; o < hd * 2; o += 64)
+                            _mm_prefetch((const char *)(a->kp[j + 64] + koff) + o, _MM_HINT_T0);
                     w->cks[j - ja] = a->kp[j];
                     f16_row_avx512(a->kp[j] + koff, w->ck + (size_t)(j - ja) * hd, hd);
                 }
@@ -1291,7 +1294,14 @@ ATT_TGT static void attention_group_avx512(const struct attn_group *g, struct at
                     for (uint32_t k = 0; same && k < nr; k++)
                         same = w->cvs[k] == a->vp[L + k * ATT_LANES];
                     if (!same) {
+                        /* the lane that comes next in this loop: its rows too */
+                        const uint32_t Ln = qn < 3 ? l + lane_off[qn + 1] : l + 1;
                         for (uint32_t k = 0; k < nr; k++) {
+                            if (Ln < ATT_LANES && Ln + k * ATT_LANES < end)
+                                for (uint32_t o = 0; o < hdv * 2; o += 64)
+                                    _mm_prefetch((const char *)(a->vp[Ln + k * ATT_LANES] + voff) +
+                                                     o,
+                                                 _MM_HINT_T0);
                             const uint8_t *src = a->vp[L + k * ATT_LANES];
                             w->cvs[k] = src;
                             f16_row_avx512(src + voff, w->cv + (size_t)k * hdv, hdv);
