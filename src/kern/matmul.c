@@ -161,6 +161,19 @@ static const int32_t *rp_aux(const struct mm_task *m, const char *a, int64_t nt,
  * per-token values of all these tokens when the caller has them (NULL:
  * computed here). */
 static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0, int64_t t1,
+                     const int32_t *aux0);
+
+/* The repacked kernel's per-token values of all the tokens, once per
+ * thread, when they make one token block of dot_rows (else NULL). */
+static const int32_t *thread_aux(const struct mm_task *m, int32_t *buf) {
+    if (!m->rp || !m->ops->rp_aux)
+        return NULL;
+    int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m->ars ? m->ars : 1));
+    tb = tb < 4 ? 4 : tb & ~(int64_t)3;
+    return m->n_tok <= tb ? rp_aux(m, m->act, m->n_tok, buf) : NULL;
+}
+
+static void dot_rows(const struct mm_task *m, int64_t r0, int64_t r1, int64_t t0, int64_t t1,
                      const int32_t *aux0) {
     const struct kern_ops *o = m->ops;
     if (t1 - t0 == 1 && !m->sg) {
@@ -259,16 +272,8 @@ static void dot_task(void *vctx, int ith, int nth) {
          * the others at the end of the product. Which thread computes an
          * output never changes its value. */
         struct mm_task *mt = vctx;
-        /* the repacked kernel's per-token values, once per thread when all
-         * the tokens make one token block of dot_rows */
         int32_t aux[MM_AUX_MAX];
-        const int32_t *ax = NULL;
-        if (m->rp && m->ops->rp_aux) {
-            int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m->ars ? m->ars : 1));
-            tb = tb < 4 ? 4 : tb & ~(int64_t)3;
-            if (m->n_tok <= tb)
-                ax = rp_aux(m, m->act, m->n_tok, aux);
-        }
+        const int32_t *ax = thread_aux(m, aux);
         for (;;) {
             const int64_t c = atomic_fetch_add_explicit(&mt->next, 1, memory_order_relaxed);
             a = c * m->chunk;
@@ -382,15 +387,8 @@ static void multi_task(void *vctx, int ith, int nth) {
     struct mm_multi *mm = vctx;
     (void)ith;
     (void)nth;
-    const struct mm_task *m0 = &mm->t[0];
     int32_t aux[MM_AUX_MAX];
-    const int32_t *ax = NULL;
-    if (m0->rp && m0->ops->rp_aux) {
-        int64_t tb = (int64_t)(MM_TOKEN_BLOCK_BYTES / (m0->ars ? m0->ars : 1));
-        tb = tb < 4 ? 4 : tb & ~(int64_t)3;
-        if (m0->n_tok <= tb)
-            ax = rp_aux(m0, m0->act, m0->n_tok, aux);
-    }
+    const int32_t *ax = thread_aux(&mm->t[0], aux);
     int i = 0;
     for (;;) {
         const int64_t c = atomic_fetch_add_explicit(&mm->next, 1, memory_order_relaxed);

@@ -767,28 +767,20 @@ kqv_lane44_avx512(const uint8_t *const *vp, size_t voff, uint32_t used, uint32_t
     __m512 a30 = a00, a31 = a00, a32 = a00, a33 = a00;
     const uint32_t end = used < n64 ? used : n64;
     uint32_t j = L;
+#define KQV44_HEAD(P, A0, A1, A2, A3, V0, V1, V2, V3)                                              \
+    do {                                                                                           \
+        const __m512 b = _mm512_set1_ps((P)[j]);                                                   \
+        A0 = _mm512_fmadd_ps(V0, b, A0);                                                           \
+        A1 = _mm512_fmadd_ps(V1, b, A1);                                                           \
+        A2 = _mm512_fmadd_ps(V2, b, A2);                                                           \
+        A3 = _mm512_fmadd_ps(V3, b, A3);                                                           \
+    } while (0)
 #define KQV44_STEP(V0, V1, V2, V3)                                                                 \
     do {                                                                                           \
-        __m512 b = _mm512_set1_ps(p0[j]);                                                          \
-        a00 = _mm512_fmadd_ps(V0, b, a00);                                                         \
-        a01 = _mm512_fmadd_ps(V1, b, a01);                                                         \
-        a02 = _mm512_fmadd_ps(V2, b, a02);                                                         \
-        a03 = _mm512_fmadd_ps(V3, b, a03);                                                         \
-        b = _mm512_set1_ps(p1[j]);                                                                 \
-        a10 = _mm512_fmadd_ps(V0, b, a10);                                                         \
-        a11 = _mm512_fmadd_ps(V1, b, a11);                                                         \
-        a12 = _mm512_fmadd_ps(V2, b, a12);                                                         \
-        a13 = _mm512_fmadd_ps(V3, b, a13);                                                         \
-        b = _mm512_set1_ps(p2[j]);                                                                 \
-        a20 = _mm512_fmadd_ps(V0, b, a20);                                                         \
-        a21 = _mm512_fmadd_ps(V1, b, a21);                                                         \
-        a22 = _mm512_fmadd_ps(V2, b, a22);                                                         \
-        a23 = _mm512_fmadd_ps(V3, b, a23);                                                         \
-        b = _mm512_set1_ps(p3[j]);                                                                 \
-        a30 = _mm512_fmadd_ps(V0, b, a30);                                                         \
-        a31 = _mm512_fmadd_ps(V1, b, a31);                                                         \
-        a32 = _mm512_fmadd_ps(V2, b, a32);                                                         \
-        a33 = _mm512_fmadd_ps(V3, b, a33);                                                         \
+        KQV44_HEAD(p0, a00, a01, a02, a03, V0, V1, V2, V3);                                        \
+        KQV44_HEAD(p1, a10, a11, a12, a13, V0, V1, V2, V3);                                        \
+        KQV44_HEAD(p2, a20, a21, a22, a23, V0, V1, V2, V3);                                        \
+        KQV44_HEAD(p3, a30, a31, a32, a33, V0, V1, V2, V3);                                        \
     } while (0)
     for (; j < end; j += ATT_LANES) {
         const float *r = (const float *)(vp[j] + voff) + d0;
@@ -807,22 +799,19 @@ kqv_lane44_avx512(const uint8_t *const *vp, size_t voff, uint32_t used, uint32_t
     for (; j < n64; j += ATT_LANES)
         KQV44_STEP(z, z, z, z);
 #undef KQV44_STEP
-    _mm512_storeu_ps(dst[0] + d0, a00);
-    _mm512_storeu_ps(dst[0] + d0 + 16, a01);
-    _mm512_storeu_ps(dst[0] + d0 + 32, a02);
-    _mm512_storeu_ps(dst[0] + d0 + 48, a03);
-    _mm512_storeu_ps(dst[1] + d0, a10);
-    _mm512_storeu_ps(dst[1] + d0 + 16, a11);
-    _mm512_storeu_ps(dst[1] + d0 + 32, a12);
-    _mm512_storeu_ps(dst[1] + d0 + 48, a13);
-    _mm512_storeu_ps(dst[2] + d0, a20);
-    _mm512_storeu_ps(dst[2] + d0 + 16, a21);
-    _mm512_storeu_ps(dst[2] + d0 + 32, a22);
-    _mm512_storeu_ps(dst[2] + d0 + 48, a23);
-    _mm512_storeu_ps(dst[3] + d0, a30);
-    _mm512_storeu_ps(dst[3] + d0 + 16, a31);
-    _mm512_storeu_ps(dst[3] + d0 + 32, a32);
-    _mm512_storeu_ps(dst[3] + d0 + 48, a33);
+#undef KQV44_HEAD
+#define KQV44_STORE(h, A0, A1, A2, A3)                                                             \
+    do {                                                                                           \
+        _mm512_storeu_ps(dst[h] + d0, A0);                                                         \
+        _mm512_storeu_ps(dst[h] + d0 + 16, A1);                                                    \
+        _mm512_storeu_ps(dst[h] + d0 + 32, A2);                                                    \
+        _mm512_storeu_ps(dst[h] + d0 + 48, A3);                                                    \
+    } while (0)
+    KQV44_STORE(0, a00, a01, a02, a03);
+    KQV44_STORE(1, a10, a11, a12, a13);
+    KQV44_STORE(2, a20, a21, a22, a23);
+    KQV44_STORE(3, a30, a31, a32, a33);
+#undef KQV44_STORE
 }
 
 /* kqv_lane_avx512 for any nh <= ATT_HEADS and nv <= 4, specialised (not
