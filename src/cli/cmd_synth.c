@@ -31,6 +31,8 @@ static const struct preset g_presets[] = {
     {"mixtral-tiny", "llama", 32000, 1024, 4, 16, 4, 2048, 4096, 8, 2, 1000000, false,
      "Mixtral-style 8 experts, top 2, small"},
     {"tiny", "llama", 512, 256, 2, 8, 2, 768, 512, 0, 0, 10000, false, "test-sized"},
+    {"tiny-hd64", "llama", 512, 512, 2, 8, 2, 768, 512, 0, 0, 10000, false,
+     "test-sized, head_dim 64 like most real models"},
 };
 
 static void help(FILE *fp) {

@@ -613,6 +613,10 @@ static void gather_kv(const struct attn_job *a, struct attn_ws *w, uint32_t kvh)
     }
 }
 
+#if defined(__x86_64__) || defined(__i386__)
+static bool kq_prompt_avx512(const struct attn_job *a, struct attn_ws *w, uint32_t n);
+#endif
+
 /* Query heads [h0, h1) of one sequence's tokens on one thread: scores =
  * K_h q, scaled, causally masked, softmax, then V_h^T p. */
 static void attention_heads(const struct attn_job *a, struct attn_ws *w, uint32_t h0, uint32_t h1) {
@@ -633,8 +637,13 @@ static void attention_heads(const struct attn_job *a, struct attn_ws *w, uint32_
             memcpy(w->qh + (size_t)t * hd, c->q + (a->t0 + t) * QD + (size_t)h * hd,
                    hd * sizeof(float));
         /* KQ: llama.cpp's q view (permuted, not contiguous for n > 1) never
-         * takes the sgemm path, so every token is a vec_dot over head_dim. */
-        for (uint32_t t = 0; t < n; t++)
+         * takes the sgemm path, so every token is a vec_dot over head_dim
+         * (kq_prompt_avx512: the same dots, 16 keys at a time) */
+        bool done = false;
+#if defined(__x86_64__) || defined(__i386__)
+        done = kq_prompt_avx512(a, w, n);
+#endif
+        for (uint32_t t = 0; !done && t < n; t++)
             kern_matmul(NULL, c->kv_type, w->kh, n_kv, hd, w->qh + (size_t)t * hd, 1,
                         w->kq + (size_t)t * n_kv, w->scratch);
         for (uint32_t t = 0; t < n; t++) {
@@ -1163,6 +1172,38 @@ struct attn_group {
  * round of keys, and every lane's value rows, is taken by all the
  * sequences while it is in L1, so the rows of a shared prefix are read
  * from memory once per step instead of once per sequence. */
+/* KQ of a prompt chunk over the gathered keys w->kh (queries in w->qh) with
+ * kq_keys_avx512, which gives the vec_dot's bits: up to 64 tokens at a
+ * time against the keys up to the last one's position (the others' extra
+ * keys are masked afterwards). False when this level or shape has no such
+ * kernel. */
+ATT_TGT static void f16_round_avx512(float *x, uint32_t n);
+static bool kq_prompt_avx512(const struct attn_job *a, struct attn_ws *w, uint32_t n) {
+    const struct model_ctx *c = a->c;
+    const struct model_hparams *hp = &c->m->hp;
+    const uint32_t hd = hp->head_dim, n_kv = a->n_kv;
+    if (!kqv_lanes_fast(hp) || hd % 64 != 0)
+        return false;
+    const bool f16 = c->kv_type == ICA_F16;
+    for (uint32_t j = 0; j < n_kv; j++)
+        w->cvp[j] = (const uint8_t *)w->kh + (size_t)j * hd * c->kv_elt;
+    for (uint32_t t0 = 0; t0 < n; t0 += 64) {
+        const uint32_t t1 = t0 + 64 < n ? t0 + 64 : n;
+        const float *qs[64];
+        for (uint32_t t = t0; t < t1; t++) {
+            float *q = w->qh + (size_t)t * hd;
+            if (f16) /* the product rounds q to the cache type */
+                f16_round_avx512(q, hd);
+            qs[t - t0] = q;
+        }
+        uint32_t nk = a->pos0 + t1; /* keys of the chunk's last token */
+        if (nk > n_kv)
+            nk = n_kv;
+        kq_keys_avx512(w->cvp, 0, f16, hd, 0, nk, qs, t1 - t0, w->kq + (size_t)t0 * n_kv, n_kv);
+    }
+    return true;
+}
+
 /* n F16 values (n % 16 == 0) to floats: exact */
 ATT_TGT static inline void f16_row_avx512(const uint8_t *src, float *dst, uint32_t n) {
     for (uint32_t i = 0; i < n; i += 16)
@@ -1172,7 +1213,7 @@ ATT_TGT static inline void f16_row_avx512(const uint8_t *src, float *dst, uint32
 
 /* x rounded to F16 (to nearest even, as the F16 from_float) and back, in
  * place: what a product with an F16 operand sees of it */
-ATT_TGT static inline void f16_round_avx512(float *x, uint32_t n) {
+ATT_TGT static void f16_round_avx512(float *x, uint32_t n) {
     uint32_t i = 0;
     for (; i + 16 <= n; i += 16)
         _mm512_storeu_ps(x + i, _mm512_cvtph_ps(_mm512_cvtps_ph(_mm512_loadu_ps(x + i),
