@@ -362,15 +362,21 @@ static void check_group_decode(uint32_t kv_type) {
     struct pcache pc[GSEQ + 1];
     struct model_kv_view views[GSEQ + 1];
     for (uint32_t s = 0; s <= GSEQ; s++) {
-        pc[s] = (struct pcache){calloc(1, kbytes), calloc(1, vbytes), sk, sv, 0, GCTX, krow, vrow};
+        /* view GSEQ writes the shared prefix */
+        const bool pre = s == GSEQ;
+        pc[s] = (struct pcache){pre ? sk : calloc(1, kbytes),
+                                pre ? sv : calloc(1, vbytes),
+                                sk,
+                                sv,
+                                0,
+                                GCTX,
+                                krow,
+                                vrow};
         views[s] = (struct model_kv_view){pk, pv, &pc[s], NULL};
     }
-    /* view GSEQ writes the shared prefix */
-    pc[GSEQ].k = sk;
-    pc[GSEQ].v = sv;
     int32_t toks[256];
     uint32_t seq[256], pos[256];
-    bool dec[256];
+    bool dec[256] = {false};
     float *out = malloc((size_t)GSEQ * V * sizeof(float));
     for (uint32_t i = 0; i < GPREFIX; i++) {
         toks[i] = tok(9, i, V);
@@ -386,6 +392,7 @@ static void check_group_decode(uint32_t kv_type) {
             toks[i] = tok(s, i, V);
             seq[i] = s;
             pos[i] = GPREFIX + i;
+            dec[i] = false;
         }
         struct model_batch bs = {suffix[s], toks, seq, pos, NULL, dec};
         assert_int_equal(model_forward(ctx, views, GSEQ, &bs, out, &err), ICA_OK);
@@ -404,7 +411,7 @@ static void check_group_decode(uint32_t kv_type) {
             }
             if (mode == 0) {
                 for (uint32_t s = 0; s < GSEQ; s++) {
-                    struct model_batch b1 = {1, toks + s, seq + s, pos + s, NULL, dec};
+                    struct model_batch b1 = {1, toks + s, seq + s, pos + s, NULL, dec + s};
                     assert_int_equal(model_forward(ctx, views, GSEQ, &b1, out, &err), ICA_OK);
                     memcpy(rows[0] + ((size_t)s * GSTEPS + step) * V, out, V * sizeof(float));
                 }
