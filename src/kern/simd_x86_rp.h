@@ -17,7 +17,20 @@
  * h % 8: low nibbles = quants 4g.. of sub-block 2c, high nibbles = the same
  * of sub-block 2c + 1); then the 6-bit scales as bytes [sub-block][row],
  * the mins as byte pairs [pair p][row] = (min 2p, min 2p + 1), then the
- * rows' fp16 d and dmin: 148 bytes per row and super-block (blk_q4_K: 144). */
+ * rows' fp16 d and dmin: 148 bytes per row and super-block (blk_q4_K: 144).
+ *
+ * Q6_K tile, per super-block of 256 columns, in the order it is read: the
+ * 16 int8 scales as pairs [pair p][row] = (scale 2p, scale 2p + 1), the
+ * rows' d widened to float (exact; keeps the block a whole number of
+ * vectors), then 6 vectors for each lane l = 0..7 of the reference (quants
+ * 32c + 4l .. 32c + 4l + 3 of the 8 chunks c of 32): vector p < 4 holds in
+ * lane r bits 0-3 of row r's quants of chunk 2p (low nibbles) and 2p + 1
+ * (high nibbles), vector 4 + s bits 4-5 of those of chunk 4s + k at bits
+ * 2k: 212 bytes per row and super-block (blk_q6_K: 210). The kernel takes
+ * the codes unsigned (0..63) like the reference: per lane l, VPMADDUBSW
+ * then VPDPWSSD by the sub-block's scale, started at -32 * (the lane's two
+ * scales . the two bsums), then 8 float accumulators per row and the
+ * hsum_float_8 tree across them. */
 
 #if X86_512
 #define RP_ROWS 16
@@ -59,11 +72,43 @@ TGT static inline rvi rv_u8_i16(const uint8_t *p) {
 TGT static inline rvf rvf_ph(const uint8_t *p) {
     return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p));
 }
+/* 2 * RP_ROWS signed bytes -> int16 lanes. */
+TGT static inline rvi rv_i8_i16(const uint8_t *p) {
+    return _mm512_cvtepi8_epi16(_mm256_loadu_si256((const __m256i *)p));
+}
+/* int16 lanes of (unsigned bytes u) . (signed bytes s), 2 products a lane. */
+TGT static inline rvi rv_maddubs(rvi u, rvi s) {
+    return _mm512_maddubs_epi16(u, s);
+}
+/* acc + lanes of (int16 pairs a) . (int16 pairs b). */
+TGT static inline rvi rv_dpwssd_v(rvi acc, rvi a, rvi b) {
+    return _mm512_dpwssd_epi32(acc, a, b);
+}
+TGT static inline rvi rv_shufb(rvi v, rvi ctl) {
+    return _mm512_shuffle_epi8(v, ctl);
+}
+TGT static inline rvi rv_bcast128(__m128i v) {
+    return _mm512_broadcast_i32x4(v);
+}
+TGT static inline rvi rv_set1_8(int8_t v) {
+    return _mm512_set1_epi8(v);
+}
+TGT static inline rvi rv_and(rvi a, rvi b) {
+    return _mm512_and_si512(a, b);
+}
+TGT static inline rvi rv_or(rvi a, rvi b) {
+    return _mm512_or_si512(a, b);
+}
+#define rv_slli16(v, k) _mm512_slli_epi16(v, k)
+#define rv_srli16(v, k) _mm512_srli_epi16(v, k)
 TGT static inline rvf rvf_cvt(rvi v) {
     return _mm512_cvtepi32_ps(v);
 }
 TGT static inline rvf rvf_set1(float v) {
     return _mm512_set1_ps(v);
+}
+TGT static inline rvf rvf_load(const void *p) {
+    return _mm512_loadu_ps(p);
 }
 TGT static inline rvf rvf_zero(void) {
     return _mm512_setzero_ps();
@@ -84,7 +129,7 @@ TGT static inline void rvf_store(float *p, rvf v) {
     _mm512_storeu_ps(p, v);
 }
 #else
-#define RP_ROWS 8
+#define RP_ROWS         8
 typedef __m256i rvi;
 typedef __m256 rvf;
 TGT static inline rvi rv_load(const void *p) {
@@ -120,11 +165,40 @@ TGT static inline rvi rv_u8_i16(const uint8_t *p) {
 TGT static inline rvf rvf_ph(const uint8_t *p) {
     return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p));
 }
+TGT static inline rvi rv_i8_i16(const uint8_t *p) {
+    return _mm256_cvtepi8_epi16(_mm_loadu_si128((const __m128i *)p));
+}
+TGT static inline rvi rv_maddubs(rvi u, rvi s) {
+    return _mm256_maddubs_epi16(u, s);
+}
+TGT static inline rvi rv_dpwssd_v(rvi acc, rvi a, rvi b) {
+    return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b));
+}
+TGT static inline rvi rv_shufb(rvi v, rvi ctl) {
+    return _mm256_shuffle_epi8(v, ctl);
+}
+TGT static inline rvi rv_bcast128(__m128i v) {
+    return _mm256_broadcastsi128_si256(v);
+}
+TGT static inline rvi rv_set1_8(int8_t v) {
+    return _mm256_set1_epi8(v);
+}
+TGT static inline rvi rv_and(rvi a, rvi b) {
+    return _mm256_and_si256(a, b);
+}
+TGT static inline rvi rv_or(rvi a, rvi b) {
+    return _mm256_or_si256(a, b);
+}
+#define rv_slli16(v, k) _mm256_slli_epi16(v, k)
+#define rv_srli16(v, k) _mm256_srli_epi16(v, k)
 TGT static inline rvf rvf_cvt(rvi v) {
     return _mm256_cvtepi32_ps(v);
 }
 TGT static inline rvf rvf_set1(float v) {
     return _mm256_set1_ps(v);
+}
+TGT static inline rvf rvf_load(const void *p) {
+    return _mm256_loadu_ps(p);
 }
 TGT static inline rvf rvf_zero(void) {
     return _mm256_setzero_ps();
@@ -152,6 +226,10 @@ TGT static inline void rvf_store(float *p, rvf v) {
 #define RP_Q4K_MN    (RP_Q4K_SC + 8 * RP_ROWS)
 #define RP_Q4K_D     (RP_Q4K_MN + 8 * RP_ROWS)
 #define RP_Q4K_BLOCK (RP_Q4K_D + 4 * RP_ROWS)
+#define RP_Q6K_SC    0
+#define RP_Q6K_D     (16 * RP_ROWS)
+#define RP_Q6K_Q     (20 * RP_ROWS)
+#define RP_Q6K_BLOCK (RP_Q6K_Q + 48 * RV_BYTES)
 #define RP_INLINE    TGT static inline __attribute__((always_inline))
 
 /* Prefetch of a tile stream: one call per 64 bytes. */
@@ -403,6 +481,162 @@ TGT static void SFX(rp_gemm_q4_K)(int64_t n, const void *tile, const void *vy, s
     }
 }
 
+/* ------------------------------------------------------------- Q6_K */
+
+#if X86_512
+#define RP_Q6K_KMAX 8
+#else
+#define RP_Q6K_KMAX 4
+#endif
+
+static size_t SFX(rp_bytes_q6_K)(int64_t n) {
+    return (size_t)(n / QKK) * RP_Q6K_BLOCK;
+}
+
+/* The 256 unsigned codes (0..63) of a Q6_K super-block, element order. */
+static void q6k_codes(const blk_q6_K *x, uint8_t *q) {
+    for (int e = 0; e < QKK; e++) {
+        const int n = e / 128, r = e % 128, k = r / 32, l = r % 32;
+        const uint8_t lb = x->ql[64 * n + l + 32 * (k & 1)];
+        const int lo = k < 2 ? (lb & 0x0f) : (lb >> 4);
+        q[e] = (uint8_t)(lo | ((x->qh[32 * n + l] >> (2 * k)) & 3) << 4);
+    }
+}
+
+static void SFX(rp_pack_q6_K)(int64_t n, const void *vx, size_t xs, void *vdst) {
+    uint8_t *dst = vdst;
+    for (int64_t b = 0; b < n / QKK; b++, dst += RP_Q6K_BLOCK)
+        for (int r = 0; r < RP_ROWS; r++) {
+            const blk_q6_K *x = (const blk_q6_K *)((const char *)vx + (size_t)r * xs) + b;
+            uint8_t q[QKK];
+            q6k_codes(x, q);
+            for (int l = 0; l < 8; l++)
+                for (int i = 0; i < 4; i++) {
+                    uint8_t *v = dst + RP_Q6K_Q + 6 * l * RV_BYTES + 4 * r + i;
+                    const uint8_t *g = q + 4 * l + i; /* g[32 * c]: chunk c's code */
+                    for (int p = 0; p < 4; p++)
+                        v[p * RV_BYTES] =
+                            (uint8_t)((g[64 * p] & 0x0f) | (g[64 * p + 32] & 0x0f) << 4);
+                    for (int s = 0; s < 2; s++) {
+                        int h = 0;
+                        for (int k = 0; k < 4; k++)
+                            h |= (g[32 * (4 * s + k)] >> 4) << (2 * k);
+                        v[(4 + s) * RV_BYTES] = (uint8_t)h;
+                    }
+                }
+            for (int j = 0; j < 16; j++)
+                dst[RP_Q6K_SC + (j / 2) * 2 * RP_ROWS + 2 * r + j % 2] = (uint8_t)x->scales[j];
+            const float d = kern_h2f(x->d);
+            memcpy(dst + RP_Q6K_D + 4 * r, &d, 4);
+        }
+}
+
+RP_INLINE void rp_q6_K_k(int64_t nb, const uint8_t *pb, const blk_q8_K *const *y, const int K,
+                         float *out, int64_t os) {
+    const rvi m4 = rv_set1_8(0x0f), m3 = rv_set1_8(0x30);
+    /* int16 pairs (a, b) of a lane -> (a, a) and (b, b) */
+    const rvi dlo = rv_bcast128(_mm_setr_epi8(0, 1, 0, 1, 4, 5, 4, 5, 8, 9, 8, 9, 12, 13, 12, 13));
+    const rvi dhi =
+        rv_bcast128(_mm_setr_epi8(2, 3, 2, 3, 6, 7, 6, 7, 10, 11, 10, 11, 14, 15, 14, 15));
+    rvf acc[RP_Q6K_KMAX][8];
+    for (int t = 0; t < K; t++)
+        for (int l = 0; l < 8; l++)
+            acc[t][l] = rvf_zero();
+    for (int64_t b = 0; b < nb; b++, pb += RP_Q6K_BLOCK) {
+        RP_PF(pb, RP_Q6K_Q);
+        rvi sc[16], off[8];
+        for (int p = 0; p < 8; p++) {
+            const rvi s = rv_i8_i16(pb + RP_Q6K_SC + p * 2 * RP_ROWS);
+            sc[2 * p] = rv_shufb(s, dlo);
+            sc[2 * p + 1] = rv_shufb(s, dhi);
+            off[p] = rv_slli16(s, 5); /* 32 * scale: |.| <= 4096 */
+        }
+        const rvf dx = rvf_load(pb + RP_Q6K_D);
+        rvf d[RP_Q6K_KMAX];
+        int32_t nbs[RP_Q6K_KMAX][8];
+        for (int t = 0; t < K; t++) {
+            d[t] = rvf_mul(dx, rvf_set1(y[t][b].d));
+            const __m256i bs = loadu256(y[t][b].bsums);
+            _mm256_storeu_si256((__m256i *)nbs[t], _mm256_sub_epi16(_mm256_setzero_si256(), bs));
+        }
+        for (int l = 0; l < 8; l++) {
+            const uint8_t *pl = pb + RP_Q6K_Q + 6 * l * RV_BYTES;
+            RP_PF(pl, 6 * RV_BYTES);
+            rvi w[8];
+            for (int s = 0; s < 2; s++) {
+                const rvi a0 = rv_load(pl + 2 * s * RV_BYTES);
+                const rvi a1 = rv_load(pl + (2 * s + 1) * RV_BYTES);
+                const rvi h = rv_load(pl + (4 + s) * RV_BYTES);
+                w[4 * s] = rv_or(rv_and(a0, m4), rv_and(rv_slli16(h, 4), m3));
+                w[4 * s + 1] = rv_or(rv_and(rv_srli16(a0, 4), m4), rv_and(rv_slli16(h, 2), m3));
+                w[4 * s + 2] = rv_or(rv_and(a1, m4), rv_and(h, m3));
+                w[4 * s + 3] = rv_or(rv_and(rv_srli16(a1, 4), m4), rv_and(rv_srli16(h, 2), m3));
+            }
+            const int hf = l / 4;
+            for (int t = 0; t < K; t++) {
+                const int8_t *yq = y[t][b].qs + 4 * l;
+                /* two chains: one token's lane is 9 dependent steps */
+                rvi i0 = rv_dpwssd(rv_set1(0), off[l], nbs[t][l]), i1 = rv_set1(0);
+                for (int c = 0; c < 8; c += 2) {
+                    int32_t v0, v1;
+                    memcpy(&v0, yq + 32 * c, 4);
+                    memcpy(&v1, yq + 32 * c + 32, 4);
+                    i0 = rv_dpwssd_v(i0, rv_maddubs(w[c], rv_set1(v0)), sc[2 * c + hf]);
+                    i1 = rv_dpwssd_v(i1, rv_maddubs(w[c + 1], rv_set1(v1)), sc[2 * c + 2 + hf]);
+                }
+                acc[t][l] = rvf_fmadd(d[t], rvf_cvt(rv_add(i0, i1)), acc[t][l]);
+            }
+        }
+    }
+    for (int t = 0; t < K; t++) {
+        /* hsum_float_8 with lane r = row r */
+        const rvf r0 = rvf_add(acc[t][4], acc[t][0]), r1 = rvf_add(acc[t][5], acc[t][1]);
+        const rvf r2 = rvf_add(acc[t][6], acc[t][2]), r3 = rvf_add(acc[t][7], acc[t][3]);
+        rvf_store(out + t * os, rvf_add(rvf_add(r0, r2), rvf_add(r1, r3)));
+    }
+}
+
+TGT static void SFX(rp_gemm_q6_K)(int64_t n, const void *tile, const void *vy, size_t ys,
+                                  int64_t nt, const int32_t *aux, float *out, int64_t os) {
+    (void)aux;
+    const int64_t nb = n / QKK;
+    for (int64_t t0 = 0; t0 < nt; t0 += RP_Q6K_KMAX) {
+        const int k = (int)(nt - t0 < RP_Q6K_KMAX ? nt - t0 : RP_Q6K_KMAX);
+        const blk_q8_K *y[RP_Q6K_KMAX];
+        for (int t = 0; t < RP_Q6K_KMAX; t++)
+            y[t] = (const blk_q8_K *)((const char *)vy + (size_t)(t0 + (t < k ? t : 0)) * ys);
+        float *o = out + t0 * os;
+        switch (k) {
+        case 1:
+            rp_q6_K_k(nb, tile, y, 1, o, os);
+            break;
+        case 2:
+            rp_q6_K_k(nb, tile, y, 2, o, os);
+            break;
+        case 3:
+            rp_q6_K_k(nb, tile, y, 3, o, os);
+            break;
+#if RP_Q6K_KMAX > 4
+        case 4:
+            rp_q6_K_k(nb, tile, y, 4, o, os);
+            break;
+        case 5:
+            rp_q6_K_k(nb, tile, y, 5, o, os);
+            break;
+        case 6:
+            rp_q6_K_k(nb, tile, y, 6, o, os);
+            break;
+        case 7:
+            rp_q6_K_k(nb, tile, y, 7, o, os);
+            break;
+#endif
+        default:
+            rp_q6_K_k(nb, tile, y, RP_Q6K_KMAX, o, os);
+            break;
+        }
+    }
+}
+
 static void SFX(fill_rp)(struct kern_ops *ops) {
     ops[ICA_Q4_0].rp_pack = SFX(rp_pack_q4_0);
     ops[ICA_Q4_0].rp_gemm = SFX(rp_gemm_q4_0);
@@ -413,4 +647,8 @@ static void SFX(fill_rp)(struct kern_ops *ops) {
     ops[ICA_Q4_K].rp_gemm = SFX(rp_gemm_q4_K);
     ops[ICA_Q4_K].rp_bytes = SFX(rp_bytes_q4_K);
     ops[ICA_Q4_K].rp_rows = RP_ROWS;
+    ops[ICA_Q6_K].rp_pack = SFX(rp_pack_q6_K);
+    ops[ICA_Q6_K].rp_gemm = SFX(rp_gemm_q6_K);
+    ops[ICA_Q6_K].rp_bytes = SFX(rp_bytes_q6_K);
+    ops[ICA_Q6_K].rp_rows = RP_ROWS;
 }
