@@ -656,7 +656,7 @@ static void test_matmul_repacked(void **state) {
     assert_non_null(pools[1]);
     assert_non_null(pools[2]);
     const int64_t rows_l[] = {8, 16, 17, 40, 96, 131};
-    const int64_t tok_l[] = {1, 2, 3, 4, 5, 8, 13};
+    const int64_t tok_l[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 17};
     int tested = 0;
     for (size_t ti = 0; ti < N_TYPES; ti++) {
         const uint32_t t = k_types[ti];
@@ -710,6 +710,66 @@ static void test_matmul_repacked(void **state) {
     printf("repacked products checked: %d\n", tested);
     pool_free(pools[1]);
     pool_free(pools[2]);
+}
+
+/* The same on raw random weight blocks (every code and scale, all-ones and
+ * all-zero quants) and saturated activations (codes at -128 and 127): 2 and
+ * 3 super-blocks of columns, a partial last tile, 1..9 and 17 tokens. */
+static void test_matmul_repacked_raw(void **state) {
+    (void)state;
+    int lv[KERN_LEVEL_COUNT];
+    int nl = n_levels(lv);
+    struct pool *pool = pool_new(2, NULL);
+    assert_non_null(pool);
+    const int64_t rows_l[] = {16, 37, 48};
+    const int64_t tok_l[] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 17};
+    int tested = 0;
+    for (size_t ti = 0; ti < N_TYPES; ti++) {
+        const uint32_t t = k_types[ti];
+        for (int l = 0; l < nl; l++) {
+            const struct kern_ops *o = kern_ops_get(lv[l], t);
+            if (!o->rp_pack)
+                continue;
+            for (size_t ri = 0; ri < sizeof rows_l / sizeof rows_l[0]; ri++) {
+                const int64_t rows = rows_l[ri], cols = 256 * (int64_t)(2 + ri % 2);
+                for (int mode = 0; mode < 3; mode++) {
+                    g_rng = 90000 + ti * 31 + ri * 7 + (uint64_t)mode;
+                    void *w = make_raw_weights(t, rows * cols, mode);
+                    void *rp = malloc(kern_repack_size_level(lv[l], t, rows, cols));
+                    assert_non_null(rp);
+                    kern_repack_level(lv[l], t, w, rows, cols, rp);
+                    for (size_t ki = 0; ki < sizeof tok_l / sizeof tok_l[0]; ki++) {
+                        const int64_t nt = tok_l[ki];
+                        float *x = malloc((size_t)(nt * cols) * sizeof *x);
+                        fill_act(x, nt * cols, (int)ki + mode);
+                        void *sc = malloc(kern_matmul_scratch_size(t, cols, nt) + 64);
+                        float *yr = malloc((size_t)(nt * rows) * sizeof *yr);
+                        float *yg = malloc((size_t)(nt * rows) * sizeof *yg);
+                        kern_matmul_ref(t, w, rows, cols, x, nt, yr, sc);
+                        for (int p = 0; p < 2; p++) {
+                            memset(yg, 0xff, (size_t)(nt * rows) * sizeof *yg);
+                            kern_matmul_rp_level(lv[l], p ? pool : NULL, t, w, rp, rows, cols, x,
+                                                 nt, yg, sc);
+                            if (memcmp(yr, yg, (size_t)(nt * rows) * sizeof *yg) != 0)
+                                fail_msg("raw repacked %s rows %lld cols %lld tok %lld mode %d "
+                                         "level %s pool %d",
+                                         ica_dtype_info(t)->name, (long long)rows, (long long)cols,
+                                         (long long)nt, mode, kern_level_name(lv[l]), p);
+                            tested++;
+                        }
+                        free(x);
+                        free(sc);
+                        free(yr);
+                        free(yg);
+                    }
+                    free(rp);
+                    free(w);
+                }
+            }
+        }
+    }
+    printf("raw repacked products checked: %d\n", tested);
+    pool_free(pool);
 }
 
 /* kern_matmul_multi: three matrices of one type against the same
@@ -790,6 +850,7 @@ int main(void) {
         cmocka_unit_test(test_quant_edges),
         cmocka_unit_test(test_matmul_levels),
         cmocka_unit_test(test_matmul_repacked),
+        cmocka_unit_test(test_matmul_repacked_raw),
         cmocka_unit_test(test_matmul_multi),
     };
     // clang-format on
