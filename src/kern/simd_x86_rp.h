@@ -544,11 +544,11 @@ RP_INLINE void rp_q6_K_k(int64_t nb, const uint8_t *pb, const blk_q8_K *const *y
             acc[t][l] = rvf_zero();
     for (int64_t b = 0; b < nb; b++, pb += RP_Q6K_BLOCK) {
         RP_PF(pb, RP_Q6K_Q);
-        rvi sc[16], off[8];
+        rvi sc[2][8], off[8]; /* sc[h][c]: (scale 2c + h) twice */
         for (int p = 0; p < 8; p++) {
             const rvi s = rv_i8_i16(pb + RP_Q6K_SC + p * 2 * RP_ROWS);
-            sc[2 * p] = rv_shufb(s, dlo);
-            sc[2 * p + 1] = rv_shufb(s, dhi);
+            sc[0][p] = rv_shufb(s, dlo);
+            sc[1][p] = rv_shufb(s, dhi);
             off[p] = rv_slli16(s, 5); /* 32 * scale: |.| <= 4096 */
         }
         const rvf dx = rvf_load(pb + RP_Q6K_D);
@@ -572,7 +572,7 @@ RP_INLINE void rp_q6_K_k(int64_t nb, const uint8_t *pb, const blk_q8_K *const *y
                 w[4 * s + 2] = rv_or(rv_and(a1, m4), rv_and(h, m3));
                 w[4 * s + 3] = rv_or(rv_and(rv_srli16(a1, 4), m4), rv_and(rv_srli16(h, 2), m3));
             }
-            const int hf = l / 4;
+            const rvi *scl = sc[l / 4];
             for (int t = 0; t < K; t++) {
                 const int8_t *yq = y[t][b].qs + 4 * l;
                 /* two chains: one token's lane is 9 dependent steps */
@@ -581,8 +581,8 @@ RP_INLINE void rp_q6_K_k(int64_t nb, const uint8_t *pb, const blk_q8_K *const *y
                     int32_t v0, v1;
                     memcpy(&v0, yq + 32 * c, 4);
                     memcpy(&v1, yq + 32 * c + 32, 4);
-                    i0 = rv_dpwssd_v(i0, rv_maddubs(w[c], rv_set1(v0)), sc[2 * c + hf]);
-                    i1 = rv_dpwssd_v(i1, rv_maddubs(w[c + 1], rv_set1(v1)), sc[2 * c + 2 + hf]);
+                    i0 = rv_dpwssd_v(i0, rv_maddubs(w[c], rv_set1(v0)), scl[c]);
+                    i1 = rv_dpwssd_v(i1, rv_maddubs(w[c + 1], rv_set1(v1)), scl[c + 1]);
                 }
                 acc[t][l] = rvf_fmadd(d[t], rvf_cvt(rv_add(i0, i1)), acc[t][l]);
             }
